@@ -1,0 +1,1 @@
+"""Task models, losses, datasets and evaluators built on ``backbones`` and ``heads``."""
