@@ -112,7 +112,7 @@ def check_state_dict(model: nn.Module, weights: ConvertedWeights, source: str) -
     # BatchNorm fills a missing num_batches_tracked itself (checkpoints with frozen BN lack it).
     missing = [k for k in expected if k not in got and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in got if k not in expected]
-    mismatched = [k for k in got if k in expected and got[k].shape != expected[k].shape]
+    mismatched = [k for k in expected if k in got and got[k].shape != expected[k].shape]
     if not (missing or unexpected or mismatched):
         return
     name = getattr(model, "name", type(model).__name__)
