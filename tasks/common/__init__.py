@@ -1,0 +1,1 @@
+"""What every task shares: configs, the training engine, checkpoints, distributed helpers."""

@@ -1,0 +1,159 @@
+"""Configs: plain Python files that define ``config = Config(...)`` from typed dataclasses.
+
+A config reads top to bottom; reuse goes through preset functions (``adamw(...)``, ``poly(...)``,
+``ade20k(...)``), never file inheritance. ``--cfg-options a.b=value`` sets any field by dotted path;
+the value is parsed as a Python literal (a bare word stays a string), an unknown key is an error that
+lists the valid keys at its level, and the value must fit the field's type.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import runpy
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config that cannot be loaded or an option that does not fit it; the message says why."""
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"  # adamw | adam | sgd
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9  # sgd only
+    # Learning-rate multipliers by submodule path, e.g. {"head": 10.0} or {"backbone": 0.1}; the longest
+    # matching path wins. Parameters are assigned by module identity, never by name substrings.
+    lr_mults: dict[str, float] = field(default_factory=dict)
+    decay_norm_and_bias: bool = False  # False: no weight decay on normalisation layers and biases
+
+
+@dataclass
+class ScheduleConfig:
+    max_iters: int = 1000
+    policy: str = "poly"  # poly | step | cosine | onecycle | constant
+    power: float = 1.0  # poly / onecycle annealing exponent
+    min_lr_ratio: float = 0.0  # the final lr as a fraction of the base lr (poly, cosine)
+    warmup_iters: int = 0  # linear warm-up (all policies but onecycle)
+    warmup_ratio: float = 1e-6  # the warm-up's starting lr as a fraction
+    milestones: tuple[int, ...] = ()  # step: iterations where the lr is multiplied by gamma
+    gamma: float = 0.1
+    onecycle_start_ratio: float = 0.3  # onecycle: lr rises from ratio·lr to lr, then falls back to it
+    onecycle_peak: float = 0.5  # onecycle: fraction of max_iters where the peak is reached
+    grad_accum: int = 1  # micro-batches per optimizer step
+    clip_grad: float | None = None  # max global gradient norm
+    eval_interval: int = 1000
+    checkpoint_interval: int = 1000
+    log_interval: int = 20
+
+
+@dataclass
+class RuntimeConfig:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "none"  # none | bf16 | fp16 (fp16 on CUDA only, with a gradient scaler)
+
+
+@dataclass
+class Config:
+    task: str  # segmentation | depth | detection
+    model: Any
+    data: Any
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+def adamw(lr: float, weight_decay: float = 0.01, **kwargs) -> OptimizerConfig:
+    return OptimizerConfig(name="adamw", lr=lr, weight_decay=weight_decay, **kwargs)
+
+
+def poly(max_iters: int, warmup_iters: int = 0, power: float = 1.0, **kwargs) -> ScheduleConfig:
+    return ScheduleConfig(max_iters=max_iters, policy="poly", warmup_iters=warmup_iters, power=power, **kwargs)
+
+
+def load_config(path: str | Path) -> Config:
+    """Execute a config file and return its ``config``; every failure is a ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        namespace = runpy.run_path(str(p))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{p}: {e}") from e
+    cfg = namespace.get("config")
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"{p} must define `config = Config(...)`, found {type(cfg).__name__}")
+    return cfg
+
+
+def apply_options(cfg: Config, options: list[str]) -> Config:
+    """Apply ``KEY=VALUE`` strings (``--cfg-options``) in place; returns ``cfg``."""
+    for option in options:
+        key, sep, raw = option.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--cfg-options expects KEY=VALUE, got {option!r}")
+        set_option(cfg, key, _parse(raw))
+    return cfg
+
+
+def _parse(raw: str):
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw  # a bare word or a path: keep the string
+
+
+def set_option(cfg: Config, key: str, value) -> None:
+    obj, parts = cfg, key.split(".")
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i]) or "the top level"
+        last = i == len(parts) - 1
+        if isinstance(obj, dict):
+            if not last:
+                raise ConfigError(f"{key}: {where} is a dict of values, not a section")
+            obj[part] = value
+            return
+        if not dataclasses.is_dataclass(obj):
+            raise ConfigError(f"{key}: {where} is a value, not a section")
+        names = [f.name for f in dataclasses.fields(obj)]
+        if part not in names:
+            raise ConfigError(f"unknown key {'.'.join(parts[: i + 1])!r}; valid keys at {where}: {', '.join(names)}")
+        if last:
+            hint = typing.get_type_hints(type(obj)).get(part, Any)
+            setattr(obj, part, _coerce(key, value, hint, getattr(obj, part)))
+        else:
+            obj = getattr(obj, part)
+
+
+def _coerce(key: str, value, hint, current):
+    """Check ``value`` against a field's type hint (int → float and list → tuple are converted)."""
+    if dataclasses.is_dataclass(current):
+        raise ConfigError(f"{key} is a section; set its keys instead ({key}.<name>=...)")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    expected = origin or hint
+    if expected is Any:
+        return value
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is tuple and isinstance(value, list):
+        value = tuple(value)
+    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{key} expects {getattr(expected, '__name__', expected)}, got {value!r}")
+    return value
+
+
+def to_dict(cfg) -> dict:
+    """The resolved config as JSON-friendly data (tuples become lists)."""
+    return dataclasses.asdict(cfg)

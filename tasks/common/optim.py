@@ -1,0 +1,84 @@
+"""Optimizer parameter groups (by module identity) and learning-rate schedules."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from .config import OptimizerConfig, ScheduleConfig
+
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, FrozenBatchNorm2d)
+
+
+def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
+    """One group per (lr multiplier, decays) pair.
+
+    The multiplier of a parameter comes from the longest ``cfg.lr_mults`` path whose submodule owns it;
+    normalisation-layer parameters and biases get no weight decay unless ``decay_norm_and_bias``.
+    Frozen parameters (``requires_grad=False``) are left out.
+    """
+    owners = {}
+    for path in sorted(cfg.lr_mults, key=len):  # longer paths assigned later, so they win
+        try:
+            sub = model.get_submodule(path)
+        except AttributeError as e:
+            children = ", ".join(n for n, _ in model.named_children())
+            raise ValueError(f"optimizer.lr_mults: the model has no submodule {path!r} (top level: {children})") from e
+        for p in sub.parameters():
+            owners[p] = cfg.lr_mults[path]
+    no_decay = set()
+    if not cfg.decay_norm_and_bias:
+        for module in model.modules():
+            if isinstance(module, NORM_TYPES):
+                no_decay.update(module.parameters(recurse=False))
+            elif isinstance(getattr(module, "bias", None), nn.Parameter):
+                no_decay.add(module.bias)
+    groups: dict[tuple[float, bool], list] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault((owners.get(p, 1.0), p not in no_decay), []).append(p)
+    return [
+        {"params": params, "lr": cfg.lr * mult, "lr_mult": mult, "weight_decay": cfg.weight_decay if decay else 0.0}
+        for (mult, decay), params in sorted(groups.items(), key=lambda kv: kv[0])
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer.name must be adamw, adam or sgd, got {cfg.name!r}")
+
+
+def lr_factor(cfg: ScheduleConfig, it: int) -> float:
+    """The learning rate at iteration ``it`` (0-based, the step about to be taken) as a fraction of the base."""
+    progress = min(it / max(cfg.max_iters, 1), 1.0)
+    if cfg.policy == "onecycle":  # the GLPN schedule: start·lr -> lr at the peak -> start·lr, exponent power
+        start, peak = cfg.onecycle_start_ratio, cfg.onecycle_peak
+        if progress < peak:
+            return start + (1 - start) * (progress / peak) ** cfg.power
+        return 1 + (start - 1) * ((progress - peak) / (1 - peak)) ** cfg.power
+    if cfg.policy == "poly":
+        factor = (1 - progress) ** cfg.power * (1 - cfg.min_lr_ratio) + cfg.min_lr_ratio
+    elif cfg.policy == "cosine":
+        factor = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    elif cfg.policy == "step":
+        factor = cfg.gamma ** sum(it >= m for m in cfg.milestones)
+    elif cfg.policy == "constant":
+        factor = 1.0
+    else:
+        raise ValueError(f"schedule.policy must be poly, step, cosine, onecycle or constant, got {cfg.policy!r}")
+    if it < cfg.warmup_iters:  # mmcv's linear warm-up: scales the regular lr
+        factor *= 1 - (1 - it / cfg.warmup_iters) * (1 - cfg.warmup_ratio)
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    lr_factor(cfg, 0)  # validates the policy before training starts
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it))
