@@ -345,7 +345,7 @@ class PVTv2(Backbone):
         if arch == mine:
             return ""
         diff = "; ".join(f"{k} {arch[k]} in the weights vs {mine[k]} here" for k in arch if arch[k] != mine[k])
-        match = [n for n, a in {**_PVT_V2, **_MIT}.items() if {**_ARCH_DEFAULTS, **a} == arch]
+        match = [n for n, a in {**PVT_V2_VARIANTS, **MIT_VARIANTS}.items() if {**_ARCH_DEFAULTS, **a} == arch]
         advice = f"these weights fit {' / '.join(match)}" if match else "no registered variant has this architecture"
         return f"the weights come from another architecture ({diff}); {advice}"
 
@@ -366,7 +366,7 @@ def _infer_arch(sd: dict) -> dict | None:
         return None
 
 
-_PVT_V2 = {
+PVT_V2_VARIANTS = {
     "pvt_v2_b0": dict(hidden_sizes=(32, 64, 160, 256), depths=(2, 2, 2, 2)),
     "pvt_v2_b1": dict(hidden_sizes=(64, 128, 320, 512), depths=(2, 2, 2, 2)),
     "pvt_v2_b2": dict(hidden_sizes=(64, 128, 320, 512), depths=(3, 4, 6, 3)),
@@ -377,8 +377,8 @@ _PVT_V2 = {
 }
 _ARCH_DEFAULTS = dict(mlp_ratios=(8, 8, 4, 4), linear_attention=False)
 # MiT (SegFormer / GLPN encoders): PVTv2 sizes with MLP ratio 4 everywhere.
-_MIT = {
-    f"mit_b{i}": dict(_PVT_V2[f"pvt_v2_b{i}"], mlp_ratios=(4, 4, 4, 4)) for i in range(6)
+MIT_VARIANTS = {
+    f"mit_b{i}": dict(PVT_V2_VARIANTS[f"pvt_v2_b{i}"], mlp_ratios=(4, 4, 4, 4)) for i in range(6)
 }
 
 
@@ -391,5 +391,5 @@ def _register(name: str, arch: dict) -> None:
     build.__doc__ = f"{name}: " + ", ".join(f"{k}={v}" for k, v in arch.items())
 
 
-for _name, _arch in {**_PVT_V2, **_MIT}.items():
+for _name, _arch in {**PVT_V2_VARIANTS, **MIT_VARIANTS}.items():
     _register(_name, _arch)

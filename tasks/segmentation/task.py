@@ -1,0 +1,123 @@
+"""Semantic segmentation as the training engine drives it (see ``tasks/common/engine.py``)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from backbones.weights import ConvertedWeights, check_state_dict
+from tasks.common.config import Config
+from tasks.common.distributed import barrier, is_distributed
+from tasks.common.synthetic import SHAPE_CLASSES, ensure_ade20k_toy
+
+from .datasets import ADE20K, ADE20K_CLASSES, SegmentationFolder
+from .evaluator import MeanIoU
+from .inference import predict
+from .losses import segmentation_loss
+from .model import SegFormer
+from .presets import ADE20KData, FolderData, ToyData
+from .transforms import train_pipeline
+
+TOY_CLASSES = ("background", *SHAPE_CLASSES)
+_TOY_HINT = "for a first run, configs/segformer_pvt_b0_toy.py makes its own small dataset"
+
+
+class SegmentationTask:
+    main_metric = "mIoU"
+    higher_is_better = True
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.class_names = self._class_names()
+
+    def _class_names(self) -> tuple[str, ...]:
+        data = self.cfg.data
+        if isinstance(data, ADE20KData):
+            return ADE20K_CLASSES
+        if isinstance(data, ToyData):
+            return TOY_CLASSES
+        if isinstance(data, FolderData):
+            return tuple(data.class_names)
+        raise TypeError(f"data must be ADE20KData, FolderData or ToyData, got {type(data).__name__}")
+
+    def build_model(self) -> SegFormer:
+        m = self.cfg.model
+        if m.num_classes != len(self.class_names):
+            raise ValueError(f"model.num_classes is {m.num_classes} but the dataset has {len(self.class_names)} classes")
+        model = SegFormer(
+            m.backbone, m.num_classes, m.decoder_dim, m.dropout, m.backbone_args, m.backbone_weights, self.class_names
+        )
+        if m.weights:
+            init = SegFormer.from_pretrained(m.weights)
+            weights = ConvertedWeights(init.state_dict(), {}, [], "ours", "")
+            check_state_dict(model, weights, str(m.weights))
+            model.load_state_dict(weights.state_dict)
+        return model
+
+    def load_model(self, path) -> SegFormer:
+        return SegFormer.from_pretrained(path)
+
+    def _dataset(self, split: str, transforms=None):
+        data = self.cfg.data
+        try:
+            if isinstance(data, ADE20KData):
+                return ADE20K(data.root, split, transforms=transforms)
+            if isinstance(data, ToyData):
+                kwargs = dict(num_train=data.num_train, num_val=data.num_val, size=(data.size, data.size), seed=data.seed)
+                if is_distributed() and torch.distributed.get_rank() != 0:
+                    barrier()  # rank 0 writes the data first
+                root = ensure_ade20k_toy(data.root, **kwargs)
+                if is_distributed() and torch.distributed.get_rank() == 0:
+                    barrier()
+                sub = "training" if split == "training" else "validation"
+                return SegmentationFolder(
+                    root / "images" / sub, root / "annotations" / sub, TOY_CLASSES, reduce_zero_label=True,
+                    transforms=transforms,
+                )
+            images, masks = (data.train_images, data.train_masks) if split == "training" else (data.val_images, data.val_masks)
+            return SegmentationFolder(
+                images, masks, data.class_names, reduce_zero_label=data.reduce_zero_label, transforms=transforms
+            )
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} ({_TOY_HINT})") from e
+
+    def train_dataset(self):
+        d = self.cfg.data
+        return self._dataset("training", train_pipeline(d.crop, tuple(d.scale), tuple(d.ratio_range), d.cat_max_ratio))
+
+    def val_dataset(self):
+        return self._dataset("validation")  # raw samples: evaluation resizes each image itself
+
+    def collate(self, samples: list[dict]):
+        if isinstance(samples[0]["image"], torch.Tensor):
+            return {"image": torch.stack([s["image"] for s in samples]), "mask": torch.stack([s["mask"] for s in samples])}
+        return samples  # evaluation: images of different sizes, handled one by one
+
+    def loss(self, model, batch: dict, device) -> dict[str, torch.Tensor]:
+        logits = model(batch["image"].to(device, non_blocking=True))
+        return segmentation_loss(logits, batch["mask"].to(device, non_blocking=True))
+
+    def evaluate(self, model, loader, device) -> dict:
+        """The ADE20K protocol: each image resized (keep ratio, sides multiple of 32), logits resized back to
+        the original size, argmax; IoU from counts summed over the dataset (and over processes)."""
+        d = self.cfg.data
+        evaluator = MeanIoU(len(self.class_names))
+        for samples in loader:
+            for s in samples:
+                pred = predict(
+                    model, s["image"], mean=d.mean, std=d.std, scale=tuple(d.test_scale), ratios=tuple(d.test_ratios),
+                    flip=d.test_flip, mode=d.test_mode, crop=d.test_crop, stride=d.test_stride,
+                )
+                evaluator.update(pred, s["mask"])
+        return evaluator.compute()
+
+    def metrics_table(self, metrics: dict) -> str:
+        rows = [f"{'class':<24} {'IoU':>7} {'Acc':>7}", "-" * 40]
+        for name, iou, acc in zip(self.class_names, metrics["IoU"], metrics["Acc"]):
+            rows.append(f"{name:<24} {_pct(iou):>7} {_pct(acc):>7}")
+        rows += ["-" * 40, f"mIoU {_pct(metrics['mIoU'])}   mAcc {_pct(metrics['mAcc'])}   aAcc {_pct(metrics['aAcc'])}"]
+        return "\n".join(rows)
+
+
+def _pct(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{100 * value:.2f}"
