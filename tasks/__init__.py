@@ -1,6 +1,6 @@
 """Task models, losses, datasets and evaluators built on ``backbones`` and ``heads``.
 
-``get_task(name)`` returns the object the training engine drives for a config's ``task``.
+``get_task(cfg)`` returns the object the training engine drives for a config (chosen by ``cfg.task``).
 """
 from importlib import import_module
 
@@ -9,8 +9,8 @@ _TASKS = {
 }
 
 
-def get_task(name: str):
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; available: {', '.join(sorted(_TASKS))}")
-    module, cls = _TASKS[name].split(":")
-    return getattr(import_module(module), cls)()
+def get_task(cfg):
+    if cfg.task not in _TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; available: {', '.join(sorted(_TASKS))}")
+    module, cls = _TASKS[cfg.task].split(":")
+    return getattr(import_module(module), cls)(cfg)

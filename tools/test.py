@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
     try:
         cfg = apply_options(load_config(args.config), args.cfg_options)
-        task = get_task(cfg.task)
+        task = get_task(cfg)
         metrics = evaluate_checkpoint(task, cfg, args.checkpoint, work_dir)
         is_main = init_distributed(cfg.runtime.device).is_main
     except (ConfigError, FileNotFoundError, ValueError) as e:

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
     try:
         cfg = apply_options(load_config(args.config), args.cfg_options)
-        task = get_task(cfg.task)
+        task = get_task(cfg)
         resume = None
         if args.resume is not None:
             resume = work_dir / "last.pth" if args.resume == "last" else Path(args.resume)

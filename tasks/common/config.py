@@ -47,6 +47,7 @@ class ScheduleConfig:
     onecycle_start_ratio: float = 0.3  # onecycle: lr rises from ratio·lr to lr, then falls back to it
     onecycle_peak: float = 0.5  # onecycle: fraction of max_iters where the peak is reached
     grad_accum: int = 1  # micro-batches per optimizer step
+    total_batch: int | None = None  # the recipe's total batch; a run with another total warns
     clip_grad: float | None = None  # max global gradient norm
     eval_interval: int = 1000
     checkpoint_interval: int = 1000

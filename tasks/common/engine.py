@@ -1,12 +1,12 @@
 """The training loop. ``fit`` runs a config to its last iteration, ``train_one_step`` makes one optimizer
 step, ``evaluate`` runs a task's evaluator over a dataset, ``evaluate_checkpoint`` evaluates a checkpoint.
 
-A task is a small object with (see ``tasks/segmentation/task.py``)::
+A task is a small object made from a config (``tasks.get_task(cfg)``; see ``tasks/segmentation/task.py``)::
 
     main_metric: str; higher_is_better: bool
-    build_model(cfg) -> nn.Module            (with a ``config`` dict that rebuilds the architecture)
-    load_model(cfg, path) -> nn.Module       (a checkpoint of ours or a Hugging Face folder)
-    train_dataset(cfg) / val_dataset(cfg)    (the training set is indexed by (index, seed) keys)
+    build_model() -> nn.Module               (with a ``config`` dict that rebuilds the architecture)
+    load_model(path) -> nn.Module            (a checkpoint of ours or a Hugging Face folder)
+    train_dataset() / val_dataset()          (the training set is indexed by (index, seed) keys)
     collate(samples) -> batch
     loss(model, batch, device) -> {"loss_<term>": Tensor}
     evaluate(model, loader, device) -> {metric: float | list}   (gathers across processes)
@@ -116,7 +116,7 @@ def evaluate(task, model: nn.Module, loader: DataLoader, device: torch.device) -
 
 
 def _val_loader(task, cfg: Config, info: DistInfo) -> DataLoader:
-    dataset = task.val_dataset(cfg)
+    dataset = task.val_dataset()
     return DataLoader(
         dataset,
         batch_size=getattr(cfg.data, "val_batch_size", 1),
@@ -129,7 +129,7 @@ def _val_loader(task, cfg: Config, info: DistInfo) -> DataLoader:
 
 def _train_loader(task, cfg: Config, info: DistInfo) -> DataLoader:
     """The sampler starts at 0; a resumed run moves ``loader.sampler.start`` before the first iterator."""
-    dataset = task.train_dataset(cfg)
+    dataset = task.train_dataset()
     sampler = TrainSampler(len(dataset), seed=cfg.runtime.seed, rank=info.rank, world_size=info.world_size)
     return DataLoader(
         dataset,
@@ -154,7 +154,7 @@ def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = Non
         info = init_distributed(cfg.runtime.device)
         _autocast(cfg, info.device)
         _seed(cfg.runtime.seed)  # identical initial weights on every rank
-        model = task.build_model(cfg).to(info.device)
+        model = task.build_model().to(info.device)
         if info.world_size > 1 and info.device.type == "cuda":  # SyncBN needs CUDA; one process: plain BN
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         optimizer = build_optimizer(model, cfg.optimizer)
@@ -176,6 +176,13 @@ def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = Non
         rng = state["rng"]
         ckpt.set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
         train_loader.sampler.start = start * cfg.schedule.grad_accum * cfg.data.batch_size
+    total = cfg.data.batch_size * info.world_size * cfg.schedule.grad_accum
+    if info.is_main and cfg.schedule.total_batch and total != cfg.schedule.total_batch:
+        tqdm.write(
+            f"WARNING: total batch {total} (data.batch_size {cfg.data.batch_size} x {info.world_size} processes x "
+            f"schedule.grad_accum {cfg.schedule.grad_accum}) differs from the recipe's {cfg.schedule.total_batch}; "
+            "the learning rate and results will differ from the reference"
+        )
     net = nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model
     batches = iter(train_loader)
     log = JsonlLog(work_dir / "log.jsonl")
@@ -259,7 +266,7 @@ def _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, b
 def evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: str | Path) -> dict:
     """Evaluate a checkpoint on the config's validation set; writes ``test_metrics.json`` in ``work_dir``."""
     info = init_distributed(cfg.runtime.device)
-    model = task.load_model(cfg, checkpoint).to(info.device)
+    model = task.load_model(checkpoint).to(info.device)
     metrics = evaluate(task, model, _val_loader(task, cfg, info), info.device)
     if info.is_main:
         Path(work_dir).mkdir(parents=True, exist_ok=True)

@@ -62,23 +62,24 @@ class FakeTask:
     main_metric = "mae"
     higher_is_better = False
 
-    def __init__(self, nan_at: int = -1, sleep: float = 0.0, crash_at: int = -1):
-        self.steps, self.nan_at, self.sleep, self.crash_at = 0, nan_at, sleep, crash_at
+    def __init__(self, cfg: Config):
+        self.cfg, self.steps = cfg, 0
+        self.nan_at, self.sleep, self.crash_at = cfg.model.nan_at, cfg.model.sleep, cfg.model.crash_at
 
-    def build_model(self, cfg):
-        return Net(cfg.model.width)
+    def build_model(self):
+        return Net(self.cfg.model.width)
 
-    def load_model(self, cfg, path):
+    def load_model(self, path):
         state = checkpoint.load(path)
         model = Net(**state["meta"]["model"])
         model.load_state_dict(state["model"])
         return model
 
-    def train_dataset(self, cfg):
-        return Points(cfg.data.size, train=True)
+    def train_dataset(self):
+        return Points(self.cfg.data.size, train=True)
 
-    def val_dataset(self, cfg):
-        return Points(cfg.data.size // 2, train=False)
+    def val_dataset(self):
+        return Points(self.cfg.data.size // 2, train=False)
 
     def collate(self, samples):
         return torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples])
@@ -106,10 +107,6 @@ class FakeTask:
         return "\n".join(f"{k}: {v}" for k, v in metrics.items())
 
 
-def fake_task(cfg) -> FakeTask:
-    return FakeTask(cfg.model.nan_at, cfg.model.sleep, cfg.model.crash_at)
-
-
 def fake_config(max_iters=12, **schedule) -> Config:
     return Config(
         task="fake",
@@ -128,6 +125,6 @@ if __name__ == "__main__":  # python fake_task.py WORK_DIR MAX_ITERS [--resume] 
     work_dir, max_iters, *rest = sys.argv[1:]
     resume = "--resume" in rest
     cfg = apply_options(fake_config(int(max_iters)), [r for r in rest if r != "--resume"])
-    result = fit(fake_task(cfg), cfg, work_dir, resume=f"{work_dir}/last.pth" if resume else None)
+    result = fit(FakeTask(cfg), cfg, work_dir, resume=f"{work_dir}/last.pth" if resume else None)
     cleanup()
     sys.exit(130 if result["stopped"] else 0)

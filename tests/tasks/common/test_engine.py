@@ -13,7 +13,7 @@ import torch
 from tasks.common import checkpoint
 from tasks.common.config import ConfigError
 from tasks.common.engine import NonFiniteLoss, evaluate_checkpoint, fit
-from tests.tasks.common.fake_task import FakeTask, fake_config, fake_task
+from tests.tasks.common.fake_task import FakeTask, fake_config
 
 SCRIPT = Path(__file__).with_name("fake_task.py")
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,7 +39,7 @@ def _assert_same_weights(a, b):
 
 def test_fit_writes_its_outputs(tmp_path):
     cfg = fake_config(8)
-    result = fit(fake_task(cfg), cfg, tmp_path)
+    result = fit(FakeTask(cfg), cfg, tmp_path)
     assert result["iteration"] == 8 and result["stopped"] is None
     for name in ("config.json", "log.jsonl", "curves.png", "last.pth", "best.pth", "metrics.json"):
         assert (tmp_path / name).is_file(), name
@@ -51,18 +51,18 @@ def test_fit_writes_its_outputs(tmp_path):
     best = checkpoint.load(tmp_path / "best.pth")
     assert best["best"]["metric"] == "mae" and best["meta"]["model"] == {"width": 8}
     # tools/test.py's path: evaluating the last checkpoint gives the metrics of the final evaluation
-    assert evaluate_checkpoint(FakeTask(), cfg, tmp_path / "last.pth", tmp_path)["mae"] == pytest.approx(metrics["mae"], abs=1e-12)
+    assert evaluate_checkpoint(FakeTask(cfg), cfg, tmp_path / "last.pth", tmp_path)["mae"] == pytest.approx(metrics["mae"], abs=1e-12)
 
 
 def test_resume_is_exact_with_grad_accumulation(tmp_path):
     cfg = fake_config(10, grad_accum=2, clip_grad=1.0)
-    fit(fake_task(cfg), cfg, tmp_path / "straight")
+    fit(FakeTask(cfg), cfg, tmp_path / "straight")
     cfg.model.crash_at = 15  # the first micro-batch of iteration 8; the last checkpoint is at 6
     with pytest.raises(SystemExit):
-        fit(fake_task(cfg), cfg, tmp_path / "resumed")
+        fit(FakeTask(cfg), cfg, tmp_path / "resumed")
     assert checkpoint.load(tmp_path / "resumed" / "last.pth")["iteration"] == 6
     cfg.model.crash_at = -1
-    fit(fake_task(cfg), cfg, tmp_path / "resumed", resume=tmp_path / "resumed" / "last.pth")
+    fit(FakeTask(cfg), cfg, tmp_path / "resumed", resume=tmp_path / "resumed" / "last.pth")
     _assert_same_weights(_weights(tmp_path / "straight" / "last.pth"), _weights(tmp_path / "resumed" / "last.pth"))
 
 
@@ -114,7 +114,7 @@ def test_non_finite_loss_stops_with_the_iteration(tmp_path):
     cfg = fake_config(12)
     cfg.model.nan_at = 7
     with pytest.raises(NonFiniteLoss, match="non-finite loss at iteration 8"):
-        fit(fake_task(cfg), cfg, tmp_path)
+        fit(FakeTask(cfg), cfg, tmp_path)
     assert checkpoint.load(tmp_path / "last.pth")["iteration"] == 6  # the last good checkpoint is kept
 
 
@@ -122,17 +122,17 @@ def test_bad_config_values_are_config_errors(tmp_path):
     cfg = fake_config(4)
     cfg.optimizer.name = "lamb"
     with pytest.raises(ConfigError, match="optimizer.name"):
-        fit(fake_task(cfg), cfg, tmp_path)
+        fit(FakeTask(cfg), cfg, tmp_path)
     cfg = fake_config(4)
     cfg.runtime.amp = "fp16"
     with pytest.raises(ConfigError, match="fp16.*CUDA"):
-        fit(fake_task(cfg), cfg, tmp_path)
+        fit(FakeTask(cfg), cfg, tmp_path)
 
 
 def test_bf16_autocast_on_cpu(tmp_path):
     cfg = fake_config(4)
     cfg.runtime.amp = "bf16"
-    assert fit(fake_task(cfg), cfg, tmp_path)["iteration"] == 4
+    assert fit(FakeTask(cfg), cfg, tmp_path)["iteration"] == 4
 
 
 def test_torchrun_two_processes(tmp_path):
@@ -144,5 +144,5 @@ def test_torchrun_two_processes(tmp_path):
     assert start["world_size"] == 2
     distributed = json.loads((tmp_path / "metrics.json").read_text())
     assert distributed["count"] == 24  # every validation sample once, across both ranks
-    single = evaluate_checkpoint(FakeTask(), fake_config(8), tmp_path / "last.pth", tmp_path / "single")
+    single = evaluate_checkpoint(FakeTask(fake_config(8)), fake_config(8), tmp_path / "last.pth", tmp_path / "single")
     assert single["mae"] == pytest.approx(distributed["mae"], rel=1e-6)
