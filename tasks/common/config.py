@@ -155,6 +155,26 @@ def _coerce(key: str, value, hint, current):
     return value
 
 
+def validate(cfg: Config) -> None:
+    """Check the values every config shares, so a bad one fails before any work with its dotted name."""
+    positive = {
+        "schedule.max_iters": cfg.schedule.max_iters,
+        "schedule.eval_interval": cfg.schedule.eval_interval,
+        "schedule.checkpoint_interval": cfg.schedule.checkpoint_interval,
+        "schedule.log_interval": cfg.schedule.log_interval,
+        "schedule.grad_accum": cfg.schedule.grad_accum,
+        "data.batch_size": getattr(cfg.data, "batch_size", None),
+    }
+    for key, value in positive.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{key} must be an int >= 1, got {value!r}")
+    workers = getattr(cfg.data, "num_workers", None)
+    if not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"data.num_workers must be an int >= 0, got {workers!r}")
+    if cfg.optimizer.lr <= 0:
+        raise ConfigError(f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
+
+
 def to_dict(cfg) -> dict:
     """The resolved config as JSON-friendly data (tuples become lists)."""
     return dataclasses.asdict(cfg)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, to_dict
+from .config import Config, ConfigError, to_dict, validate
 from .data import ShardSampler, TrainSampler
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, init_distributed
 from .logs import JsonlLog, plot_curves, scalar_metrics
@@ -150,17 +150,18 @@ def _meta(cfg: Config, model: nn.Module) -> dict:
 def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = None) -> dict:
     """Train ``cfg`` in ``work_dir``; ``resume`` is a checkpoint to continue from. Returns a summary dict."""
     work_dir = Path(work_dir)
+    validate(cfg)
     try:  # everything built from the config: a bad value here is a config error, reported in one line
         info = init_distributed(cfg.runtime.device)
         _autocast(cfg, info.device)
+        train_loader = _train_loader(task, cfg, info)  # data first: a missing dataset fails before any work
+        val_loader = _val_loader(task, cfg, info)
         _seed(cfg.runtime.seed)  # identical initial weights on every rank
         model = task.build_model().to(info.device)
         if info.world_size > 1 and info.device.type == "cuda":  # SyncBN needs CUDA; one process: plain BN
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         optimizer = build_optimizer(model, cfg.optimizer)
         scheduler = build_scheduler(optimizer, cfg.schedule)
-        train_loader = _train_loader(task, cfg, info)
-        val_loader = _val_loader(task, cfg, info)
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from e
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.runtime.amp == "fp16")
