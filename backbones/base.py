@@ -63,7 +63,8 @@ def _check_order(names: tuple[str, ...], stage_names: Sequence[str], arg: str) -
 
 
 class Backbone(nn.Module):
-    """Base class: subclasses set ``feature_channels`` / ``feature_strides`` for all four stages.
+    """Base class: subclasses add the children ``stage1`` ... ``stage4`` (after an optional ``stem``), each
+    NCHW in and out, and set ``feature_channels`` / ``feature_strides`` for all four stages.
 
     ``forward`` returns ``{name: Tensor[B, C, H, W]}`` for the names in ``out_features``, in stride order.
     """
@@ -76,6 +77,25 @@ class Backbone(nn.Module):
         self.out_features = select_stages(out_features, out_indices)
         self.feature_channels: dict[str, int] = {}
         self.feature_strides: dict[str, int] = {}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.check_input(x)
+        if "stem" in self._modules:  # a child named stem runs before stage1 (ResNet)
+            x = self._modules["stem"](x)
+        out = {}
+        for name in STAGE_NAMES[: STAGE_NAMES.index(self.out_features[-1]) + 1]:  # later stages are not run
+            x = getattr(self, name)(x)
+            if name in self.out_features:
+                out[name] = x
+        return out
+
+    def freeze_stages(self) -> None:
+        """Freeze what ``frozen_stages`` names: no gradients, and kept in eval mode by ``train()``."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.freeze_stages()
+        return self
 
     def convert_state_dict(self, state_dict):
         """Rename a state dict in any supported key format into ours (returns ``weights.ConvertedWeights``)."""

@@ -297,7 +297,7 @@ class PVTv2(Backbone):
             self.feature_channels[stage_name] = config.hidden_sizes[i]
             self.feature_strides[stage_name] = stride
         self.apply(self._init_module)
-        self._freeze_stages()
+        self.freeze_stages()
 
     def _init_module(self, m: nn.Module) -> None:
         if isinstance(m, nn.Linear):
@@ -313,26 +313,12 @@ class PVTv2(Backbone):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def _freeze_stages(self) -> None:
+    def freeze_stages(self) -> None:
         for stage_name in STAGE_NAMES[: max(self.config.frozen_stages, 0)]:
             stage = getattr(self, stage_name)
             stage.eval()
             for p in stage.parameters():
                 p.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.check_input(x)
-        out = {}
-        for stage_name in STAGE_NAMES[: STAGE_NAMES.index(self.out_features[-1]) + 1]:
-            x = getattr(self, stage_name)(x)
-            if stage_name in self.out_features:
-                out[stage_name] = x
-        return out
 
     def convert_state_dict(self, state_dict):
         return convert_pvt_v2_state_dict(state_dict)

@@ -63,30 +63,15 @@ class ResNet(Backbone):
                 stride *= 2
             self.feature_channels[stage_name] = 256 * 2**i
             self.feature_strides[stage_name] = stride
-        self._freeze_stages()
+        self.freeze_stages()
 
-    def _freeze_stages(self) -> None:
+    def freeze_stages(self) -> None:
         if self.frozen_stages < 0:
             return
         for module in [self.stem, *(getattr(self, s) for s in STAGE_NAMES[: self.frozen_stages])]:
             module.eval()
             for p in module.parameters():
                 p.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.check_input(x)
-        x = self.stem(x)
-        out = {}
-        for stage_name in STAGE_NAMES[: STAGE_NAMES.index(self.out_features[-1]) + 1]:
-            x = getattr(self, stage_name)(x)
-            if stage_name in self.out_features:
-                out[stage_name] = x
-        return out
 
     def convert_state_dict(self, state_dict) -> ConvertedWeights:
         return convert_resnet_state_dict(state_dict)

@@ -1,6 +1,7 @@
 """Toy run: SegFormer on PVTv2-b0 from scratch on synthetic scenes (textured circles, squares and triangles
 on a tiled floor) that are written in the ADE20K layout under data/toy/segmentation/ on first use.
-About 2-3 minutes on 2 CPU cores; reaches mIoU >= 0.6 on the 50 validation images.
+About 30 seconds on 2 idle CPU cores (plus ~5 s to write the data once); mIoU about 0.9 (at least 0.6)
+on the 50 validation images.
 """
 from tasks.common.config import Config, RuntimeConfig, adamw, poly
 from tasks.segmentation.presets import SegFormerModel, ToyData

@@ -1,5 +1,6 @@
 """tools/train.py, tools/test.py and tools/infer.py end to end on a tiny toy run, and their error messages."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,7 +66,7 @@ def test_config_errors_are_one_message(options, message, tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
-    assert __import__("re").search(message, result.stderr), result.stderr
+    assert re.search(message, result.stderr), result.stderr
 
 
 def test_resume_without_checkpoint(tmp_path):

@@ -18,16 +18,6 @@ from tasks.segmentation.model import SegFormer
 MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models gain nothing from a second thread, and on a shared 2-core machine OpenMP threads that
-    wait for each other make every forward several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class PixelModel(nn.Module):
     """Per-pixel logits at stride 1 (a 1x1 conv): translation- and flip-equivariant, so windows must
     reassemble the whole-image logits exactly."""

@@ -16,16 +16,6 @@ transformers = pytest.importorskip("transformers")
 B2 = dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3], decoder_hidden_size=768)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models gain nothing from a second thread, and on a shared 2-core machine OpenMP threads that
-    wait for each other make every forward several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _hf(tmp_path, **config):
     ref = perturb(transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**config)))
     ref.save_pretrained(tmp_path)  # transformers 5.x writes the 4.x key names (decode_head.linear_c.{i})
