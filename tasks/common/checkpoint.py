@@ -9,13 +9,14 @@ import numpy as np
 import torch
 
 
-def save_atomic(obj, path: str | Path) -> None:
-    """``torch.save`` to ``path`` so that readers only ever see the old or the complete new file."""
+def _write_atomic(path: str | Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename it over ``path``:
+    readers only ever see the old or the complete new file, even if the process is killed mid-write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
-        torch.save(obj, f)
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -24,6 +25,14 @@ def save_atomic(obj, path: str | Path) -> None:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def save_atomic(obj, path: str | Path) -> None:
+    _write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    _write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def load(path: str | Path) -> dict:

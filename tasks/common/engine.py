@@ -32,7 +32,14 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, to_dict, validate
 from .data import ShardSampler, TrainSampler
-from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, init_distributed
+from .distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    init_distributed,
+)
 from .logs import JsonlLog, plot_curves, scalar_metrics
 from .optim import build_optimizer, build_scheduler
 
@@ -147,11 +154,10 @@ def _meta(cfg: Config, model: nn.Module) -> dict:
     return {"task": cfg.task, "model": getattr(model, "config", None), "config": to_dict(cfg)}
 
 
-def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = None) -> dict:
-    """Train ``cfg`` in ``work_dir``; ``resume`` is a checkpoint to continue from. Returns a summary dict."""
-    work_dir = Path(work_dir)
+def _build(task, cfg: Config):
+    """Everything made from the config; a bad value here is a config error, reported in one line."""
     validate(cfg)
-    try:  # everything built from the config: a bad value here is a config error, reported in one line
+    try:
         info = init_distributed(cfg.runtime.device)
         _autocast(cfg, info.device)
         train_loader = _train_loader(task, cfg, info)  # data first: a missing dataset fails before any work
@@ -165,18 +171,10 @@ def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = Non
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from e
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.runtime.amp == "fp16")
-    start, best = 0, None
-    _seed(cfg.runtime.seed + info.rank)  # dropout / drop-path differ between ranks
-    if resume is not None:
-        state = ckpt.load(resume)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start, best = state["iteration"], state.get("best")
-        rng = state["rng"]
-        ckpt.set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
-        train_loader.sampler.start = start * cfg.schedule.grad_accum * cfg.data.batch_size
+    return info, train_loader, val_loader, model, optimizer, scheduler, scaler
+
+
+def _check_total_batch(cfg: Config, info: DistInfo) -> None:
     total = cfg.data.batch_size * info.world_size * cfg.schedule.grad_accum
     if info.is_main and cfg.schedule.total_batch and total != cfg.schedule.total_batch:
         tqdm.write(
@@ -184,12 +182,28 @@ def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = Non
             f"schedule.grad_accum {cfg.schedule.grad_accum}) differs from the recipe's {cfg.schedule.total_batch}; "
             "the learning rate and results will differ from the reference"
         )
+
+
+def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = None) -> dict:
+    """Train ``cfg`` in ``work_dir``; ``resume`` is a checkpoint to continue from. Returns a summary dict."""
+    work_dir = Path(work_dir)
+    info, train_loader, val_loader, model, optimizer, scheduler, scaler = _build(task, cfg)
+    start, best = 0, None
+    _seed(cfg.runtime.seed + info.rank)  # dropout / drop-path differ between ranks
+    if resume is not None:
+        state = ckpt.load(resume)
+        for obj, key in ((model, "model"), (optimizer, "optimizer"), (scheduler, "scheduler"), (scaler, "scaler")):
+            obj.load_state_dict(state[key])
+        start, best, rng = state["iteration"], state.get("best"), state["rng"]
+        ckpt.set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
+        train_loader.sampler.start = start * cfg.schedule.grad_accum * cfg.data.batch_size
+    _check_total_batch(cfg, info)
     net = nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model
     batches = iter(train_loader)
     log = JsonlLog(work_dir / "log.jsonl")
     if info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        ckpt.write_text_atomic(work_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
         log.write({"mode": "start", "iter": start, "world_size": info.world_size, "device": str(info.device)})
     stop = _StopRequest()
     result = {"iteration": start, "stopped": None, "metrics": None, "best": best}
@@ -201,20 +215,19 @@ def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = Non
             losses = train_one_step(net, task, batches, optimizer, scaler, cfg, info, it)
             lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0)
             scheduler.step()
-            done = it + 1
-            result["iteration"] = done
+            done = result["iteration"] = it + 1
             loss = sum(v for k, v in losses.items() if k.startswith("loss"))
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
             if info.is_main and (done % cfg.schedule.log_interval == 0 or done == start + 1):
-                sec = (time.perf_counter() - tic) / max(done - start, 1)
+                sec = (time.perf_counter() - tic) / (done - start)
                 log.write({"mode": "train", "iter": done, "lr": lr, "loss": loss, **losses, "sec_per_iter": sec})
             if done % cfg.schedule.eval_interval == 0 or done == cfg.schedule.max_iters:
                 broadcast_buffers(model)
                 metrics = evaluate(task, model, val_loader, info.device)
                 best = _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best)
                 result["metrics"], result["best"] = metrics, best
-            stop_now = all_reduce_sum(torch.tensor([float(stop.requested)])).item() > 0
+            stop_now = all_reduce_sum(torch.tensor([float(stop.requested)])).item() > 0  # all ranks agree
             if done % cfg.schedule.checkpoint_interval == 0 or done == cfg.schedule.max_iters or stop_now:
                 _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best)
             if stop_now:
@@ -235,7 +248,7 @@ def _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best):
     value = metrics[task.main_metric]
     log.write({"mode": "val", "iter": done, "metrics": metrics})
     tqdm.write(f"iteration {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(metrics).items()))
-    (work_dir / "metrics.json").write_text(json.dumps({"iteration": done, **metrics}, indent=2))
+    ckpt.write_text_atomic(work_dir / "metrics.json", json.dumps({"iteration": done, **metrics}, indent=2))
     better = best is None or (value > best["value"] if task.higher_is_better else value < best["value"])
     if better and not math.isnan(value):
         best = {"metric": task.main_metric, "value": value, "iteration": done}
@@ -246,8 +259,6 @@ def _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best):
 def _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best) -> None:
     rng = [ckpt.rng_state()]
     if info.world_size > 1:  # every rank's generators, so each resumes its own stream
-        from .distributed import all_gather_objects
-
         rng = all_gather_objects(rng[0])
     if info.is_main:
         state = {
@@ -272,5 +283,5 @@ def evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: str
     if info.is_main:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
         out = {"checkpoint": str(checkpoint), **metrics}
-        (Path(work_dir) / "test_metrics.json").write_text(json.dumps(out, indent=2))
+        ckpt.write_text_atomic(Path(work_dir) / "test_metrics.json", json.dumps(out, indent=2))
     return metrics
