@@ -37,6 +37,10 @@ class OptimizerConfig:
 @dataclass
 class ScheduleConfig:
     max_iters: int = 1000
+    # Epoch-based recipes: when set, max_iters = epochs x (training samples // total batch), computed from the
+    # real dataset size when training starts, and epoch_milestones become step milestones the same way.
+    epochs: int | None = None
+    epoch_milestones: tuple[int, ...] = ()
     policy: str = "poly"  # poly | step | cosine | onecycle | constant
     power: float = 1.0  # poly / onecycle annealing exponent
     min_lr_ratio: float = 0.0  # the final lr as a fraction of the base lr (poly, cosine)

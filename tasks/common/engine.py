@@ -162,6 +162,7 @@ def _build(task, cfg: Config):
         _autocast(cfg, info.device)
         train_loader = _train_loader(task, cfg, info)  # data first: a missing dataset fails before any work
         val_loader = _val_loader(task, cfg, info)
+        _resolve_epochs(cfg, len(train_loader.dataset), info.world_size)
         _seed(cfg.runtime.seed)  # identical initial weights on every rank
         model = task.build_model().to(info.device)
         if info.world_size > 1 and info.device.type == "cuda":  # SyncBN needs CUDA; one process: plain BN
@@ -172,6 +173,19 @@ def _build(task, cfg: Config):
         raise ConfigError(str(e)) from e
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.runtime.amp == "fp16")
     return info, train_loader, val_loader, model, optimizer, scheduler, scaler
+
+
+def _resolve_epochs(cfg: Config, num_samples: int, world_size: int) -> None:
+    """Turn an epoch-based schedule into iterations for this dataset and total batch (in place)."""
+    sched = cfg.schedule
+    if sched.epochs is None:
+        return
+    per_epoch = num_samples // (cfg.data.batch_size * world_size * sched.grad_accum)
+    if per_epoch < 1:
+        raise ValueError(f"schedule.epochs: {num_samples} training samples are less than one total batch")
+    sched.max_iters = sched.epochs * per_epoch
+    if sched.epoch_milestones:
+        sched.milestones = tuple(e * per_epoch for e in sched.epoch_milestones)
 
 
 def _check_total_batch(cfg: Config, info: DistInfo) -> None:

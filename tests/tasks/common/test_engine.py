@@ -146,3 +146,11 @@ def test_torchrun_two_processes(tmp_path):
     assert distributed["count"] == 24  # every validation sample once, across both ranks
     single = evaluate_checkpoint(FakeTask(fake_config(8)), fake_config(8), tmp_path / "last.pth", tmp_path / "single")
     assert single["mae"] == pytest.approx(distributed["mae"], rel=1e-6)
+
+
+def test_epoch_schedule_is_computed_from_the_dataset(tmp_path):
+    cfg = fake_config(1000, epochs=3, epoch_milestones=(2,), policy="step")
+    cfg.data.size, cfg.data.batch_size = 40, 4  # 10 iterations per epoch
+    result = fit(FakeTask(cfg), cfg, tmp_path)
+    assert result["iteration"] == 30 and cfg.schedule.milestones == (20,)
+    assert json.loads((tmp_path / "config.json").read_text())["schedule"]["max_iters"] == 30
