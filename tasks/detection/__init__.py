@@ -1,0 +1,8 @@
+"""Object detection: Deformable-DETR on any registered backbone, COCO-format data, COCO evaluation."""
+from .datasets import CocoDetection
+from .evaluator import CocoEvaluator
+from .losses import SetCriterion
+from .matcher import HungarianMatcher
+from .postprocess import post_process
+
+__all__ = ["CocoDetection", "CocoEvaluator", "HungarianMatcher", "SetCriterion", "post_process"]

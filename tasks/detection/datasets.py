@@ -1,0 +1,115 @@
+"""COCO-format detection data (COCO itself or any dataset with its own categories), read with pycocotools.
+
+A sample is ``{"image": uint8 [H, W, 3] RGB, "boxes": float32 [N, 4] xyxy pixels, "labels": int64 [N],
+"image_id": int, "orig_size": (H, W)}``, then ``transforms(sample)`` if given. Targets are built as
+Deformable-DETR's ``ConvertCocoPolysToMask`` does: crowd annotations dropped (``remove_crowd``; they still act
+as ignore regions in ``CocoEvaluator``, which reads the json), ``[x, y, w, h]`` -> xyxy clipped to the image,
+boxes with no area dropped. Labels are the raw ``category_id``s, so the classifier needs
+``num_classes = max id + 1`` logits (91 for COCO, whose ids run 1..90 with gaps); an image with no box is
+a sample with ``N = 0``. ``dataset[(index, seed)]`` seeds ``sample["rng"]`` with
+``np.random.default_rng(seed)`` for the transforms (``dataset[index]``: unseeded); the ``rng`` is removed
+before the sample is returned.
+
+Errors: a missing annotation file or image folder is a ``FileNotFoundError`` at construction, a missing image
+file one when the sample is read; an unreadable image, or one whose size differs from its json entry, a
+``ValueError`` naming the file.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+
+Transform = Callable[[dict], dict]
+SampleKey = Union[int, tuple[int, Union[int, Sequence[int]]]]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """``uint8 [H, W, 3]`` RGB; EXIF orientation ignored, as the annotations (and PIL's loader) do."""
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {path} does not exist")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise ValueError(f"cannot read image file {path} (unreadable or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def coco_targets(annotations: Sequence[dict], height: int, width: int, remove_crowd: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """COCO annotations of one image -> ``(boxes float32 [N, 4] xyxy clipped to the image, labels int64 [N])``,
+    crowd (if ``remove_crowd``) and zero-area boxes left out."""
+    kept = [a for a in annotations if not (remove_crowd and a.get("iscrowd", 0))]
+    boxes = np.array([a["bbox"] for a in kept], dtype=np.float32).reshape(-1, 4)
+    labels = np.array([a["category_id"] for a in kept], dtype=np.int64)
+    boxes[:, 2:] += boxes[:, :2]
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    keep = (boxes[:, 3] > boxes[:, 1]) & (boxes[:, 2] > boxes[:, 0])
+    return boxes[keep], labels[keep]
+
+
+class CocoDetection(Dataset):
+    """``images_dir/<file_name>`` for every image of ``ann_file`` (sorted by id), targets from its annotations.
+
+    Attributes: ``coco`` (the pycocotools ``COCO``, e.g. for ``CocoEvaluator``), ``image_ids``,
+    ``categories`` (``{id: name}``) and ``num_classes`` (``max id + 1``).
+    """
+
+    def __init__(self, images_dir: Union[str, Path], ann_file: Union[str, Path], transforms: Optional[Transform] = None,
+                 remove_crowd: bool = True):
+        images_dir, ann_file = Path(images_dir), Path(ann_file)
+        if not ann_file.is_file():
+            raise FileNotFoundError(f"CocoDetection: annotation file {ann_file} does not exist")
+        if not images_dir.is_dir():
+            raise FileNotFoundError(f"CocoDetection: image folder {images_dir} does not exist")
+        if transforms is not None and not callable(transforms):
+            raise TypeError(f"CocoDetection: transforms must be a callable on a sample dict or None, got {type(transforms).__name__}")
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.coco = COCO(str(ann_file))
+        self.categories = {int(c["id"]): c["name"] for c in self.coco.dataset.get("categories", [])}
+        if not self.categories or min(self.categories) < 0:
+            raise ValueError(f"CocoDetection: {ann_file} needs categories with ids >= 0, got {sorted(self.categories)}")
+        unknown = {a["category_id"] for a in self.coco.dataset.get("annotations", [])} - set(self.categories)
+        if unknown:
+            raise ValueError(f"CocoDetection: {ann_file} has annotations with category ids {sorted(unknown)} not in its categories")
+        self.num_classes = max(self.categories) + 1
+        self.images_dir, self.ann_file = images_dir, ann_file
+        self.image_ids = sorted(self.coco.imgs)
+        self.transforms = transforms
+        self.remove_crowd = remove_crowd
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, key: SampleKey) -> dict:
+        if isinstance(key, tuple) and len(key) != 2:
+            raise TypeError(f"dataset keys are an index or (index, seed), got {key!r}")
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        sample = self.read(index)
+        if self.transforms is None:
+            return sample
+        sample["rng"] = np.random.default_rng(seed)
+        sample = self.transforms(sample)
+        sample.pop("rng", None)
+        return sample
+
+    def read(self, index: int) -> dict:
+        """The untransformed sample ``index``."""
+        image_id = self.image_ids[index]
+        info = self.coco.imgs[image_id]
+        path = self.images_dir / info["file_name"]
+        image = read_image(path)
+        height, width = image.shape[:2]
+        if (info.get("height", height), info.get("width", width)) != (height, width):
+            raise ValueError(
+                f"image {path} is {height}x{width} but {self.ann_file.name} says {info['height']}x{info['width']} "
+                f"(image id {image_id})"
+            )
+        annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
+        boxes, labels = coco_targets(annotations, height, width, self.remove_crowd)
+        return {"image": image, "boxes": boxes, "labels": labels, "image_id": int(image_id), "orig_size": (height, width)}

@@ -1,0 +1,236 @@
+"""Deformable-DETR's COCO pipelines (``datasets/transforms.py`` semantics), each step a callable ``sample -> sample``.
+
+A sample holds ``"image"`` (``[H, W, 3]`` RGB, uint8 until ``Normalize``), ``"boxes"`` (float32 ``[N, 4]`` xyxy
+pixels until ``Normalize``, then normalised cxcywh), ``"labels"`` (int64 ``[N]``) and, for the random steps,
+``"rng"``: a ``numpy.random.Generator``, the only source of randomness (the datasets seed it per sample with
+``dataset[(index, seed)]``); a random step without it is a ``ValueError``. Boxes follow every geometric step;
+a crop drops the boxes it leaves with no area, with their labels. Steps replace arrays (never write into
+them) and return the same dict.
+
+Resizing is PIL bilinear (what the original's torchvision ``F.resize`` on PIL images and Hugging Face's image
+processor use). The keep-ratio size for a short side ``s`` and cap ``max_size`` is the original's
+``get_size``: ``s`` is lowered to ``round(max_size · short / long)`` when the long side would exceed the cap,
+the short side becomes ``s`` and the long side ``int(s · long / short)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DETR_SCALES = tuple(range(480, 801, 32))  # 480, 512, ..., 800
+
+
+def _rng(sample: dict, who: str) -> np.random.Generator:
+    rng = sample.get("rng")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(
+            f"{who} draws from sample['rng'], a numpy.random.Generator, got {type(rng).__name__}; index the "
+            "dataset with (index, seed) or set sample['rng'] = np.random.default_rng(seed) yourself"
+        )
+    return rng
+
+
+def _check_sizes(sizes: Sequence[int], name: str) -> None:
+    if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+        raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {sizes!r}")
+
+
+def get_size(height: int, width: int, size: int, max_size: Optional[int] = None) -> tuple[int, int]:
+    """``(new_h, new_w)`` with the short side ``size`` (lowered so the long side stays ≤ ``max_size``)."""
+    short, long = min(height, width), max(height, width)
+    if max_size is not None and long / short * size > max_size:
+        size = int(round(max_size * short / long))
+    if short == size:
+        return height, width
+    if width < height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
+
+
+def resize(sample: dict, size: int, max_size: Optional[int]) -> dict:
+    """Keep-ratio resize of the image (PIL bilinear) and its boxes to short side ``size`` (see ``get_size``)."""
+    height, width = sample["image"].shape[:2]
+    new_h, new_w = get_size(height, width, size, max_size)
+    if (new_h, new_w) != (height, width):
+        sample["image"] = np.asarray(Image.fromarray(sample["image"]).resize((new_w, new_h), Image.BILINEAR))
+        scale = np.array([new_w / width, new_h / height] * 2, dtype=np.float32)
+        sample["boxes"] = sample["boxes"] * scale
+    return sample
+
+
+@dataclass(frozen=True)
+class RandomHorizontalFlip:
+    """Mirror the image and its boxes with probability ``prob``: ``x0, x1 -> W - x1, W - x0``."""
+
+    prob: float = 0.5
+
+    def __post_init__(self):
+        if not 0 <= self.prob <= 1:
+            raise ValueError(f"RandomHorizontalFlip.prob must be in [0, 1], got {self.prob}")
+
+    def __call__(self, sample: dict) -> dict:
+        if _rng(sample, "RandomHorizontalFlip").random() < self.prob:
+            width = sample["image"].shape[1]
+            sample["image"] = np.ascontiguousarray(sample["image"][:, ::-1])
+            boxes = sample["boxes"]
+            sample["boxes"] = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
+        return sample
+
+
+@dataclass(frozen=True)
+class RandomResize:
+    """Keep-ratio resize to a short side drawn uniformly from ``sizes``, long side capped at ``max_size``."""
+
+    sizes: tuple[int, ...]
+    max_size: Optional[int] = None
+
+    def __post_init__(self):
+        _check_sizes(self.sizes, "RandomResize.sizes")
+        if self.max_size is not None and not (isinstance(self.max_size, int) and self.max_size > 0):
+            raise ValueError(f"RandomResize.max_size must be a positive int or None, got {self.max_size!r}")
+
+    def __call__(self, sample: dict) -> dict:
+        size = self.sizes[int(_rng(sample, "RandomResize").integers(len(self.sizes)))]
+        return resize(sample, size, self.max_size)
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Evaluation: keep-ratio resize to short side ``size``, long side capped at ``max_size`` (no randomness)."""
+
+    size: int = 800
+    max_size: Optional[int] = 1333
+
+    def __post_init__(self):
+        _check_sizes((self.size,), "Resize.size")
+
+    def __call__(self, sample: dict) -> dict:
+        return resize(sample, self.size, self.max_size)
+
+
+@dataclass(frozen=True)
+class RandomSizeCrop:
+    """Crop a window of width ``U{min_size .. min(W, max_size)}`` and height ``U{min_size .. min(H, max_size)}``
+    (integers, bounds included) at a uniform position. Boxes are shifted and clipped to the window; those left
+    with no area are dropped. An image side shorter than ``min_size`` is kept whole (the original would fail)."""
+
+    min_size: int = 384
+    max_size: int = 600
+
+    def __post_init__(self):
+        _check_sizes((self.min_size, self.max_size), "RandomSizeCrop (min_size, max_size)")
+        if self.min_size > self.max_size:
+            raise ValueError(f"RandomSizeCrop: min_size {self.min_size} > max_size {self.max_size}")
+
+    def __call__(self, sample: dict) -> dict:
+        rng = _rng(sample, "RandomSizeCrop")
+        height, width = sample["image"].shape[:2]
+        crop_w = int(rng.integers(min(self.min_size, width), min(width, self.max_size) + 1))
+        crop_h = int(rng.integers(min(self.min_size, height), min(height, self.max_size) + 1))
+        top = int(rng.integers(0, height - crop_h + 1))
+        left = int(rng.integers(0, width - crop_w + 1))
+        return crop(sample, top, left, crop_h, crop_w)
+
+
+def crop(sample: dict, top: int, left: int, height: int, width: int) -> dict:
+    """The window ``[top, top + height) × [left, left + width)``; boxes shifted, clipped, empty ones dropped."""
+    sample["image"] = sample["image"][top : top + height, left : left + width]
+    boxes = sample["boxes"] - np.array([left, top, left, top], dtype=np.float32)
+    boxes = np.minimum(boxes.reshape(-1, 2, 2), np.array([width, height], dtype=np.float32)).clip(min=0)
+    keep = (boxes[:, 1, :] > boxes[:, 0, :]).all(axis=1)
+    sample["boxes"] = boxes.reshape(-1, 4)[keep]
+    sample["labels"] = sample["labels"][keep]
+    return sample
+
+
+class RandomSelect:
+    """``first`` with probability ``prob``, otherwise ``second`` (one draw per call)."""
+
+    def __init__(self, first: Callable[[dict], dict], second: Callable[[dict], dict], prob: float = 0.5):
+        if not 0 <= prob <= 1:
+            raise ValueError(f"RandomSelect.prob must be in [0, 1], got {prob}")
+        self.first, self.second, self.prob = first, second, prob
+
+    def __call__(self, sample: dict) -> dict:
+        return self.first(sample) if _rng(sample, "RandomSelect").random() < self.prob else self.second(sample)
+
+    def __repr__(self) -> str:
+        return f"RandomSelect({self.first!r}, {self.second!r}, prob={self.prob})"
+
+
+@dataclass(frozen=True)
+class Normalize:
+    """The image to float32 ``(x / 255 - mean) / std`` (ImageNet statistics on 0..1), and the boxes to
+    normalised ``(cx, cy, w, h)`` fractions of the image size, as the original's ``Normalize`` does."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __call__(self, sample: dict) -> dict:
+        height, width = sample["image"].shape[:2]
+        image = sample["image"].astype(np.float32) / 255.0
+        sample["image"] = (image - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        x0, y0, x1, y1 = np.asarray(sample["boxes"], np.float32).reshape(-1, 4).T
+        cxcywh = np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], axis=1)
+        sample["boxes"] = cxcywh / np.array([width, height, width, height], dtype=np.float32)
+        return sample
+
+
+@dataclass(frozen=True)
+class ToTensor:
+    """``image`` -> ``Tensor[3, H, W]`` float32, ``boxes`` -> float32 ``[N, 4]``, ``labels`` -> int64 ``[N]``, and
+    ``"size"`` = ``(H, W)`` of the network input (before any batch padding)."""
+
+    def __call__(self, sample: dict) -> dict:
+        image = np.ascontiguousarray(sample["image"].transpose(2, 0, 1))
+        sample["image"] = torch.from_numpy(image).to(torch.float32)
+        sample["boxes"] = torch.as_tensor(np.asarray(sample["boxes"], np.float32).reshape(-1, 4))
+        sample["labels"] = torch.as_tensor(np.asarray(sample["labels"]), dtype=torch.int64)
+        sample["size"] = tuple(image.shape[1:])
+        return sample
+
+
+class Compose:
+    """Apply ``transforms`` in order."""
+
+    def __init__(self, transforms: Sequence[Callable[[dict], dict]]):
+        for i, t in enumerate(transforms):
+            if not callable(t):
+                raise TypeError(f"Compose: transforms[{i}] is not callable: {t!r}")
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: dict) -> dict:
+        for t in self.transforms:
+            sample = t(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        return "Compose([" + ", ".join(repr(t) for t in self.transforms) + "])"
+
+
+def train_pipeline(scales: Sequence[int] = DETR_SCALES, max_size: int = 1333,
+                   crop_resize: Sequence[int] = (400, 500, 600), crop_size: tuple[int, int] = (384, 600)) -> Compose:
+    """Deformable-DETR's COCO training augmentation: flip, then (1/2 each) a multi-scale resize, or resize,
+    crop and multi-scale resize; ImageNet normalisation, normalised cxcywh boxes, tensors. A toy config passes
+    small ``scales``, ``crop_resize`` and ``crop_size``."""
+    scales = tuple(scales)
+    return Compose([
+        RandomHorizontalFlip(),
+        RandomSelect(
+            RandomResize(scales, max_size=max_size),
+            Compose([RandomResize(tuple(crop_resize)), RandomSizeCrop(*crop_size), RandomResize(scales, max_size=max_size)]),
+        ),
+        Normalize(),
+        ToTensor(),
+    ])
+
+
+def test_pipeline(size: int = 800, max_size: int = 1333) -> Compose:
+    """Deformable-DETR's evaluation: short side ``size``, long side ≤ ``max_size``, then as in training."""
+    return Compose([Resize(size, max_size), Normalize(), ToTensor()])
