@@ -15,19 +15,18 @@ NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.Loc
 def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
     """One group per (lr multiplier, decays) pair.
 
-    The multiplier of a parameter comes from the longest ``cfg.lr_mults`` path whose submodule owns it;
+    ``cfg.lr_mults`` keys are submodule paths ("head", "backbone.stage1") or names of module groups the model
+    declares in ``parameter_groups() -> {name: [modules]}`` (e.g. Deformable-DETR's "sampling_offsets"). A
+    parameter's multiplier comes from a named group that owns it, else from the longest path that does;
     normalisation-layer parameters and biases get no weight decay unless ``decay_norm_and_bias``.
     Frozen parameters (``requires_grad=False``) are left out.
     """
+    named = model.parameter_groups() if hasattr(model, "parameter_groups") else {}
     owners = {}
-    for path in sorted(cfg.lr_mults, key=len):  # longer paths assigned later, so they win
-        try:
-            sub = model.get_submodule(path)
-        except AttributeError as e:
-            children = ", ".join(n for n, _ in model.named_children())
-            raise ValueError(f"optimizer.lr_mults: the model has no submodule {path!r} (top level: {children})") from e
-        for p in sub.parameters():
-            owners[p] = cfg.lr_mults[path]
+    for key in sorted(cfg.lr_mults, key=lambda k: (k in named, len(k))):  # named groups, then longer paths, win
+        for module in named.get(key) or [_submodule(model, key, named)]:
+            for p in module.parameters():
+                owners[p] = cfg.lr_mults[key]
     no_decay = set()
     if not cfg.decay_norm_and_bias:
         for module in model.modules():
@@ -43,6 +42,14 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
         {"params": params, "lr": cfg.lr * mult, "lr_mult": mult, "weight_decay": cfg.weight_decay if decay else 0.0}
         for (mult, decay), params in sorted(groups.items(), key=lambda kv: kv[0])
     ]
+
+
+def _submodule(model: nn.Module, path: str, named: dict) -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError as e:
+        children = ", ".join([n for n, _ in model.named_children()] + sorted(named))
+        raise ValueError(f"optimizer.lr_mults: the model has no submodule or group {path!r} (valid: {children})") from e
 
 
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:

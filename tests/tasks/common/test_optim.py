@@ -37,7 +37,7 @@ def test_groups_by_module_identity():
         assert math.isclose(g["lr"], lr) and g["weight_decay"] == wd
     assert all(q is not lin2.weight for g in groups for q in g["params"])
     assert sum(len(g["params"]) for g in groups) == len(expect)
-    with pytest.raises(ValueError, match="no submodule 'neck'.*backbone, head"):
+    with pytest.raises(ValueError, match="no submodule or group .neck..*backbone, head"):
         param_groups(net, OptimizerConfig(lr_mults={"neck": 1.0}))
 
 
@@ -85,3 +85,13 @@ def test_step_cosine_and_scheduler():
     with pytest.raises(ValueError, match="optimizer.name"):
         build_optimizer(net, OptimizerConfig(name="lamb"))
     assert isinstance(build_optimizer(net, OptimizerConfig(name="sgd")), torch.optim.SGD)
+
+
+def test_named_module_groups_declared_by_the_model():
+    net = Net()
+    net.parameter_groups = lambda: {"offsets": [net.head[0], net.backbone[0]]}  # modules spread over the tree
+    groups = param_groups(net, OptimizerConfig(lr=1.0, lr_mults={"backbone": 0.1, "offsets": 0.5}))
+    assert _group_of(groups, net.backbone[0].weight)["lr"] == 0.5  # the named group wins over the path
+    assert _group_of(groups, net.head[0].weight)["lr"] == 0.5
+    assert _group_of(groups, net.backbone[2].weight)["lr"] == pytest.approx(0.1)
+    assert _group_of(groups, net.head[1].weight)["lr"] == 1.0
