@@ -24,7 +24,7 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
     named = model.parameter_groups() if hasattr(model, "parameter_groups") else {}
     owners = {}
     for key in sorted(cfg.lr_mults, key=lambda k: (k in named, len(k))):  # named groups, then longer paths, win
-        for module in named.get(key) or [_submodule(model, key, named)]:
+        for module in named[key] if key in named else [_submodule(model, key, named)]:
             for p in module.parameters():
                 owners[p] = cfg.lr_mults[key]
     no_decay = set()

@@ -3,6 +3,7 @@ from .datasets import CocoDetection
 from .evaluator import CocoEvaluator
 from .losses import SetCriterion
 from .matcher import HungarianMatcher
+from .model import DeformableDETR
 from .postprocess import post_process
 
-__all__ = ["CocoDetection", "CocoEvaluator", "HungarianMatcher", "SetCriterion", "post_process"]
+__all__ = ["CocoDetection", "CocoEvaluator", "DeformableDETR", "HungarianMatcher", "SetCriterion", "post_process"]

@@ -1,0 +1,346 @@
+"""Deformable DETR's transformer: deformable encoder, decoder with reference points, and the detection head.
+
+Shapes: B images, L levels, S = sum of H_l * W_l tokens, Q queries, C = hidden_dim, K classes.
+Padding masks are True on padding (the original's convention; Hugging Face's ``pixel_mask`` is the inverse).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ms_deform_attn import MSDeformAttn
+from .position_encoding import PositionEmbeddingSine, box_sine_embedding
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def valid_ratios(padding_mask: torch.Tensor) -> torch.Tensor:
+    """``padding_mask[B, H, W]`` -> ``Tensor[B, 2]``: the real fraction of the map, ordered (w, h)."""
+    not_mask = ~padding_mask
+    h = not_mask[:, :, 0].sum(1).float() / padding_mask.shape[1]
+    w = not_mask[:, 0, :].sum(1).float() / padding_mask.shape[2]
+    return torch.stack([w, h], -1)
+
+
+class MLP(nn.Module):
+    """``num_layers`` linears with ReLU between them (the box head); keys ``layers.{i}``."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
+        return x
+
+
+class _FFN(nn.Module):
+    """Post-norm feed-forward block: ``norm(x + dropout(linear2(dropout(relu(linear1(x))))))``."""
+
+    def __init__(self, d_model: int, d_ffn: int, dropout: float):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, d_ffn)
+        self.linear2 = nn.Linear(d_ffn, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x))))))
+
+
+class DeformableEncoderLayer(nn.Module):
+    """Deformable self-attention (queries carry the position embedding, values do not), then the FFN."""
+
+    def __init__(self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int):
+        super().__init__()
+        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.dropout = nn.Dropout(dropout)
+        self.self_attn_norm = nn.LayerNorm(d_model)
+        self.ffn = _FFN(d_model, d_ffn, dropout)
+
+    def forward(self, src, pos, reference_points, spatial_shapes, padding_mask):
+        """``src``, ``pos``: [B, S, C]; ``reference_points``: [B, S, L, 2]; ``padding_mask``: [B, S]."""
+        attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, padding_mask)
+        return self.ffn(self.self_attn_norm(src + self.dropout(attn)))
+
+
+class DeformableDecoderLayer(nn.Module):
+    """Query self-attention, deformable cross-attention into the memory, FFN; each post-norm."""
+
+    def __init__(self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.self_attn_norm = nn.LayerNorm(d_model)
+        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.cross_attn_norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.ffn = _FFN(d_model, d_ffn, dropout)
+
+    def forward(self, tgt, query_pos, reference_points, memory, spatial_shapes, memory_padding_mask):
+        """``tgt``, ``query_pos``: [B, Q, C]; ``reference_points``: [B, Q, L, 2 | 4]; ``memory``: [B, S, C]."""
+        q = k = tgt + query_pos
+        tgt = self.self_attn_norm(tgt + self.dropout(self.self_attn(q, k, tgt, need_weights=False)[0]))
+        attn = self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes, memory_padding_mask)
+        tgt = self.cross_attn_norm(tgt + self.dropout(attn))
+        return self.ffn(tgt)
+
+
+class DeformableEncoder(nn.Module):
+    def __init__(self, layer: DeformableEncoderLayer, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+
+    @staticmethod
+    def reference_points(spatial_shapes: Sequence[tuple[int, int]], ratios: torch.Tensor) -> torch.Tensor:
+        """Pixel centres of every level, normalised to the real region, then seen from every level:
+        ``ratios[B, L, 2]`` -> ``Tensor[B, S, L, 2]`` (x, y)."""
+        points = []
+        for level, (h, w) in enumerate(spatial_shapes):
+            y, x = torch.meshgrid(
+                torch.linspace(0.5, h - 0.5, h, dtype=ratios.dtype, device=ratios.device),
+                torch.linspace(0.5, w - 0.5, w, dtype=ratios.dtype, device=ratios.device),
+                indexing="ij",
+            )
+            y = y.reshape(-1)[None] / (ratios[:, None, level, 1] * h)
+            x = x.reshape(-1)[None] / (ratios[:, None, level, 0] * w)
+            points.append(torch.stack((x, y), -1))
+        return torch.cat(points, 1)[:, :, None] * ratios[:, None]
+
+    def forward(self, src, pos, spatial_shapes, ratios, padding_mask):
+        """``src``, ``pos``: [B, S, C]; ``ratios``: [B, L, 2]; ``padding_mask``: [B, S] -> memory [B, S, C]."""
+        reference_points = self.reference_points(spatial_shapes, ratios)
+        for layer in self.layers:
+            src = layer(src, pos, reference_points, spatial_shapes, padding_mask)
+        return src
+
+
+class DeformableDecoder(nn.Module):
+    def __init__(self, layer: DeformableDecoderLayer, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+
+    def forward(
+        self, tgt, query_pos, reference_points, memory, spatial_shapes, ratios, memory_padding_mask, bbox_embed=None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run every layer; returns ``(hs[N, B, Q, C], references)``, N tensors ``[B, Q, 2 | 4]``.
+
+        ``reference_points[B, Q, 2 | 4]`` are normalised to the real image region. ``references[i]`` is what
+        layer i used (points become boxes after the first refinement). With ``bbox_embed`` (one box MLP per
+        layer: iterative refinement) each layer's box prediction, detached, becomes the next layer's reference.
+        """
+        hs, references = [], []
+        for i, layer in enumerate(self.layers):
+            scale = ratios if reference_points.shape[-1] == 2 else torch.cat([ratios, ratios], -1)
+            ref_input = reference_points[:, :, None] * scale[:, None]  # [B, Q, L, 2 | 4], on the padded maps
+            tgt = layer(tgt, query_pos, ref_input, memory, spatial_shapes, memory_padding_mask)
+            hs.append(tgt)
+            references.append(reference_points)
+            if bbox_embed is not None:
+                reference_points = refine_boxes(bbox_embed[i](tgt), reference_points).detach()
+        return torch.stack(hs), references
+
+
+def refine_boxes(delta: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``sigmoid(delta + inverse_sigmoid(reference))``: ``delta[..., 4]`` logits, ``reference[..., 2 | 4]``;
+    a point reference only offsets the centre."""
+    ref = inverse_sigmoid(reference)
+    if reference.shape[-1] == 2:
+        ref = F.pad(ref, (0, 2))
+    return (delta + ref).sigmoid()
+
+
+class DeformableDETRHead(nn.Module):
+    """Everything of Deformable DETR after the backbone.
+
+    ``in_channels``: channels of the backbone maps it reads (3 maps at strides 8/16/32 for multi-scale, or 1).
+    Levels beyond those (``num_feature_levels - len(in_channels)``) come from a stride-2 3x3 conv, the first
+    on the raw last backbone map. Use as ``head(head.project(features), padding_masks)``:
+
+    - ``project(features: Sequence[Tensor[B, C_l, H_l, W_l]]) -> list[Tensor[B, hidden_dim, H_l, W_l]]``
+      (``input_proj``; its GroupNorm pools over the whole map, so call it on unpadded maps only);
+    - ``forward(sources, padding_masks: Sequence[Tensor[B, H_l, W_l]] bool, True = padding) -> dict`` with
+      ``pred_logits[B, Q, K]``, ``pred_boxes[B, Q, 4]`` (cx, cy, w, h) in [0, 1] of the real region,
+      ``aux_outputs`` (the same for decoder layers 0 .. N-2, for the auxiliary losses) and, for two-stage,
+      ``enc_outputs`` (``pred_logits[B, S, K]``, ``pred_boxes[B, S, 4]``: the encoder proposals the
+      two-stage loss matches against class-agnostic targets).
+
+    Everything in ``forward`` respects the masks exactly: padded tokens are zeroed as values and never
+    selected as proposals, so an image's outputs do not depend on how far it is padded.
+    Without box refinement one class/box head is shared by all decoder layers (the original repeats the
+    same module); with it each layer has its own and the decoder receives them explicitly.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        num_classes: int = 91,
+        num_queries: int = 300,
+        num_feature_levels: int = 4,
+        hidden_dim: int = 256,
+        nheads: int = 8,
+        enc_layers: int = 6,
+        dec_layers: int = 6,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.1,
+        n_points: int = 4,
+        with_box_refine: bool = False,
+        two_stage: bool = False,
+    ):
+        super().__init__()
+        in_channels = list(in_channels)
+        if num_feature_levels < len(in_channels):
+            raise ValueError(f"num_feature_levels={num_feature_levels} < the {len(in_channels)} backbone maps given")
+        if two_stage and not with_box_refine:
+            raise ValueError("two_stage=True needs with_box_refine=True (as in Hugging Face's config)")
+        self.num_queries, self.num_feature_levels = num_queries, num_feature_levels
+        self.num_backbone_levels = len(in_channels)
+        self.with_box_refine, self.two_stage = with_box_refine, two_stage
+        self.input_proj = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, hidden_dim, kernel_size=1), nn.GroupNorm(32, hidden_dim)) for c in in_channels
+        )
+        c = in_channels[-1]
+        for _ in range(num_feature_levels - len(in_channels)):
+            self.input_proj.append(
+                nn.Sequential(nn.Conv2d(c, hidden_dim, 3, stride=2, padding=1), nn.GroupNorm(32, hidden_dim))
+            )
+            c = hidden_dim
+        self.position_embedding = PositionEmbeddingSine(hidden_dim // 2, offset=-0.5)
+        self.level_embed = nn.Parameter(torch.empty(num_feature_levels, hidden_dim))
+        args = (hidden_dim, dim_feedforward, dropout, num_feature_levels, nheads, n_points)
+        self.encoder = DeformableEncoder(DeformableEncoderLayer(*args), enc_layers)
+        self.decoder = DeformableDecoder(DeformableDecoderLayer(*args), dec_layers)
+        if two_stage:
+            self.enc_output = nn.Linear(hidden_dim, hidden_dim)
+            self.enc_output_norm = nn.LayerNorm(hidden_dim)
+            self.pos_trans = nn.Linear(2 * hidden_dim, 2 * hidden_dim)
+            self.pos_trans_norm = nn.LayerNorm(2 * hidden_dim)
+        else:
+            self.query_embed = nn.Embedding(num_queries, 2 * hidden_dim)  # [query_pos | tgt]
+            self.reference_points = nn.Linear(hidden_dim, 2)
+        num_heads = (dec_layers + two_stage) if with_box_refine else 1
+        self.class_embed = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(num_heads))
+        self.bbox_embed = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, 3) for _ in range(num_heads))
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        """The original's init: xavier on the transformer's matrices, then the layer-specific inits."""
+        transformer = [self.encoder, self.decoder] + ([self.enc_output, self.pos_trans] if self.two_stage else [])
+        for module in transformer:
+            for p in module.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
+        for m in self.modules():
+            if isinstance(m, MSDeformAttn):
+                m.reset_parameters()
+        if not self.two_stage:
+            nn.init.xavier_uniform_(self.reference_points.weight)
+            nn.init.zeros_(self.reference_points.bias)
+        nn.init.normal_(self.level_embed)
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight)
+            nn.init.zeros_(proj[0].bias)
+        prior = -math.log((1 - 0.01) / 0.01)
+        for cls in self.class_embed:
+            nn.init.constant_(cls.bias, prior)
+        for i, box in enumerate(self.bbox_embed):
+            nn.init.zeros_(box.layers[-1].weight)
+            nn.init.zeros_(box.layers[-1].bias)
+            if i == 0 and not self.two_stage:  # boxes start small (sigmoid(-2) ~ 0.12 of the image)
+                nn.init.constant_(box.layers[-1].bias[2:], -2.0)
+
+    def project(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if len(features) != self.num_backbone_levels:
+            raise ValueError(
+                f"DeformableDETRHead.project: expected {self.num_backbone_levels} feature maps, got {len(features)}"
+            )
+        sources = [proj(x) for proj, x in zip(self.input_proj, features)]
+        x = features[-1]
+        for proj in self.input_proj[len(features) :]:
+            x = proj(x)
+            sources.append(x)
+        return sources
+
+    def forward(self, sources: Sequence[torch.Tensor], padding_masks: Sequence[torch.Tensor]) -> dict:
+        spatial_shapes = [tuple(s.shape[-2:]) for s in sources]
+        pos = [
+            (self.position_embedding(m).to(s.dtype) + e[None, :, None, None]).flatten(2).transpose(1, 2)
+            for s, m, e in zip(sources, padding_masks, self.level_embed)
+        ]
+        src = torch.cat([s.flatten(2).transpose(1, 2) for s in sources], 1)  # [B, S, C]
+        mask = torch.cat([m.flatten(1) for m in padding_masks], 1)  # [B, S]
+        ratios = torch.stack([valid_ratios(m) for m in padding_masks], 1).to(src.dtype)  # [B, L, 2]
+        memory = self.encoder(src, torch.cat(pos, 1), spatial_shapes, ratios, mask)
+
+        out = {}
+        if self.two_stage:
+            query_pos, tgt, reference_points, out["enc_outputs"] = self._proposal_queries(memory, mask, spatial_shapes)
+        else:
+            query_pos, tgt = self.query_embed.weight.expand(src.shape[0], -1, -1).chunk(2, dim=-1)
+            reference_points = self.reference_points(query_pos).sigmoid()
+        bbox_embed = self.bbox_embed if self.with_box_refine else None
+        hs, references = self.decoder(
+            tgt, query_pos, reference_points, memory, spatial_shapes, ratios, mask, bbox_embed
+        )
+
+        layers = []
+        for i, (h, ref) in enumerate(zip(hs, references)):
+            k = i if self.with_box_refine else 0
+            boxes = refine_boxes(self.bbox_embed[k](h), ref)
+            layers.append({"pred_logits": self.class_embed[k](h), "pred_boxes": boxes})
+        out.update(layers[-1], aux_outputs=layers[:-1])
+        return out
+
+    def _proposal_queries(self, memory, mask, spatial_shapes):
+        """Two-stage: every real token proposes a box; the ``num_queries`` best (class 0 score) become the
+        decoder's queries (position from the box's sine embedding) and reference boxes (detached)."""
+        fewest = int((~mask).sum(1).min())
+        if fewest < self.num_queries:
+            raise ValueError(
+                f"two-stage: an image has {fewest} feature tokens, fewer than num_queries={self.num_queries}; "
+                "use larger images or fewer queries"
+            )
+        proposals, valid = _token_proposals(mask, spatial_shapes)
+        memory = memory.masked_fill(mask[..., None] | ~valid, 0.0)
+        memory = self.enc_output_norm(self.enc_output(memory))
+        enc_logits = self.class_embed[-1](memory)  # [B, S, K]
+        enc_coords = self.bbox_embed[-1](memory) + proposals  # logits; +inf on padded / invalid proposals
+        # Padded tokens must never win (the original ranks them too, so its choice depends on the padding).
+        scores = enc_logits[..., 0].masked_fill(mask, float("-inf"))
+        top = scores.topk(self.num_queries, dim=1).indices
+        reference_points = enc_coords.gather(1, top[..., None].expand(-1, -1, 4)).detach().sigmoid()
+        query_pos, tgt = self.pos_trans_norm(self.pos_trans(box_sine_embedding(reference_points))).chunk(2, dim=-1)
+        return query_pos, tgt, reference_points, {"pred_logits": enc_logits, "pred_boxes": enc_coords.sigmoid()}
+
+
+def _token_proposals(mask: torch.Tensor, spatial_shapes) -> tuple[torch.Tensor, torch.Tensor]:
+    """One box per token: its cell centre in the real region, side 0.05 * 2^level.
+
+    ``mask[B, S]`` -> ``(logits[B, S, 4], valid[B, S, 1])``; logits are +inf where a token is padding or
+    its box is not inside (0.01, 0.99).
+    """
+    boxes, start = [], 0
+    for level, (h, w) in enumerate(spatial_shapes):
+        m = mask[:, start : start + h * w].view(-1, h, w)
+        start += h * w
+        real_wh = torch.stack([(~m[:, 0, :]).sum(1), (~m[:, :, 0]).sum(1)], -1).float()  # [B, 2]
+        y, x = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32, device=mask.device),
+            torch.arange(w, dtype=torch.float32, device=mask.device),
+            indexing="ij",
+        )
+        centres = (torch.stack([x, y], -1).view(1, -1, 2) + 0.5) / real_wh[:, None, :]
+        boxes.append(torch.cat([centres, torch.full_like(centres, 0.05 * 2.0**level)], -1))
+    boxes = torch.cat(boxes, 1)
+    valid = ((boxes > 0.01) & (boxes < 0.99)).all(-1, keepdim=True)
+    logits = torch.log(boxes / (1 - boxes)).masked_fill(mask[..., None] | ~valid, float("inf"))
+    return logits, valid
