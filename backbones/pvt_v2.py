@@ -368,6 +368,19 @@ MIT_VARIANTS = {
 }
 
 
+def mit_variant(arch: dict) -> tuple[str, dict]:
+    """The registered MiT variant with ``arch``'s hidden sizes and depths (else mit_b0), and the
+    ``PVTv2Config`` overrides that turn it into ``arch`` (for configs read from other libraries)."""
+    arch = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in arch.items()}
+    fits = [
+        n for n, a in MIT_VARIANTS.items()
+        if a["hidden_sizes"] == arch.get("hidden_sizes") and a["depths"] == arch.get("depths")
+    ]
+    name = fits[0] if fits else "mit_b0"
+    variant = PVTv2Config(**MIT_VARIANTS[name])
+    return name, {k: v for k, v in arch.items() if getattr(variant, k) != v}
+
+
 def _register(name: str, arch: dict) -> None:
     @register_backbone(name)
     def build(*, out_features=None, out_indices=None, **overrides) -> PVTv2:

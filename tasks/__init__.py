@@ -6,6 +6,8 @@ from importlib import import_module
 
 _TASKS = {
     "segmentation": "tasks.segmentation.task:SegmentationTask",
+    "depth": "tasks.depth.task:DepthTask",
+    "detection": "tasks.detection.task:DetectionTask",
 }
 
 

@@ -6,7 +6,6 @@ SegFormer checkpoints; the weight conversion and the architecture read from each
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pickle
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from backbones import build_backbone, read_state_dict
-from backbones.pvt_v2 import MIT_VARIANTS, PVTv2Config
+from backbones.pvt_v2 import mit_variant
 from backbones.pvt_v2_weights import convert_pvt_v2_state_dict
 from backbones.weights import ConvertedWeights, check_state_dict
 from heads.segformer_head import SegFormerHead
@@ -213,7 +212,7 @@ def _config_from_hf(cfg: Mapping) -> dict:
     num_classes = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2  # 2: PretrainedConfig's default
     if class_names is not None and len(class_names) != num_classes:
         class_names = None
-    name, args = _pick_backbone({k: cfg[k] for k in _HF_BACKBONE_FIELDS})
+    name, args = mit_variant({k: cfg[k] for k in _HF_BACKBONE_FIELDS})
     args.update(layer_norm_eps=1e-5, embed_layer_norm_eps=1e-5)  # HF Segformer's LayerNorms ignore config eps
     return dict(
         backbone=name,
@@ -242,7 +241,7 @@ def _config_from_mmseg(sd: Mapping, classes) -> dict:
     arch["num_channels"] = sd["backbone.patch_embed1.proj.weight"].shape[1]
     num_classes = sd["decode_head.linear_pred.weight"].shape[0]
     names = list(classes) if isinstance(classes, (list, tuple)) and len(classes) == num_classes else None
-    name, args = _pick_backbone(arch)
+    name, args = mit_variant(arch)
     return dict(
         backbone=name,
         num_classes=num_classes,
@@ -250,20 +249,6 @@ def _config_from_mmseg(sd: Mapping, classes) -> dict:
         backbone_args=args,
         class_names=names,
     )
-
-
-def _pick_backbone(arch: Mapping[str, Any]) -> tuple[str, dict]:
-    """The registered MiT variant closest to ``arch`` (same sizes and depths, else mit_b0) + overrides."""
-
-    arch = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in arch.items()}
-    fits = [
-        n for n, a in MIT_VARIANTS.items()
-        if tuple(a["hidden_sizes"]) == arch.get("hidden_sizes") and tuple(a["depths"]) == arch.get("depths")
-    ]
-    name = fits[0] if fits else "mit_b0"
-    variant = PVTv2Config(**MIT_VARIANTS[name])
-    defaults = {f.name: getattr(variant, f.name) for f in dataclasses.fields(PVTv2Config)}
-    return name, {k: v for k, v in arch.items() if defaults[k] != v}
 
 
 # --- converting weights -----------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def test_options_set_typed_values():
 @pytest.mark.parametrize(
     "option, match",
     [
-        ("schedule.max_iter=5", r"unknown key 'schedule.max_iter'; valid keys at schedule: max_iters, policy"),
+        ("schedule.max_iter=5", r"unknown key 'schedule.max_iter'; valid keys at schedule: max_iters, epochs"),
         ("foo=1", "valid keys at the top level: task, model, data"),
         ("schedule.max_iters=ten", "schedule.max_iters expects int, got 'ten'"),
         ("schedule.max_iters=True", "expects int"),

@@ -1,0 +1,114 @@
+"""Object detection as the training engine drives it (see ``tasks/common/engine.py``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from backbones.weights import ConvertedWeights, check_state_dict
+from tasks.common.config import Config
+from tasks.common.distributed import barrier, is_distributed
+from tasks.common.synthetic import ensure_coco_toy
+
+from .datasets import CocoDetection
+from .evaluator import CocoEvaluator
+from .losses import SetCriterion, weighted_total
+from .matcher import HungarianMatcher
+from .model import DeformableDETR
+from .postprocess import post_process
+from .presets import CocoData, ToyCocoData
+from .transforms import test_pipeline, train_pipeline
+
+_TOY_HINT = "for a first run, configs/deformable_detr_pvt_b0_toy.py makes its own small dataset"
+STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+class DetectionTask:
+    main_metric = "AP"
+    higher_is_better = True
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        if not isinstance(cfg.data, (CocoData, ToyCocoData)):
+            raise TypeError(f"data must be CocoData or ToyCocoData, got {type(cfg.data).__name__}")
+        m = cfg.model
+        weights = {"loss_ce": m.cls_loss_coef, "loss_bbox": m.bbox_loss_coef, "loss_giou": m.giou_loss_coef}
+        matcher = HungarianMatcher(m.set_cost_class, m.set_cost_bbox, m.set_cost_giou, m.focal_alpha)
+        self.criterion = SetCriterion(m.num_classes, matcher, weights, focal_alpha=m.focal_alpha)
+
+    def build_model(self) -> DeformableDETR:
+        m = self.cfg.model
+        model = DeformableDETR(
+            m.backbone, m.num_classes, m.num_queries, m.num_feature_levels, m.hidden_dim, 8, m.enc_layers,
+            m.dec_layers, m.dim_feedforward, m.dropout, m.n_points, m.with_box_refine, m.two_stage,
+            m.backbone_args or None, m.backbone_weights,
+        )
+        if m.weights:
+            weights = ConvertedWeights(DeformableDETR.from_pretrained(m.weights).state_dict(), {}, [], "ours", "")
+            check_state_dict(model, weights, str(m.weights))
+            model.load_state_dict(weights.state_dict)
+        return model
+
+    def load_model(self, path) -> DeformableDETR:
+        return DeformableDETR.from_pretrained(path)
+
+    def _dataset(self, split: str, transforms) -> CocoDetection:
+        data = self.cfg.data
+        try:
+            if isinstance(data, ToyCocoData):
+                kwargs = dict(num_train=data.num_train, num_val=data.num_val, size=(data.size, data.size), seed=data.seed)
+                if is_distributed() and torch.distributed.get_rank() != 0:
+                    barrier()  # rank 0 writes the data first
+                root = ensure_coco_toy(data.root, **kwargs)
+                if is_distributed() and torch.distributed.get_rank() == 0:
+                    barrier()
+                name = "train2017" if split == "train" else "val2017"
+                return CocoDetection(root / name, root / "annotations" / f"instances_{name}.json", transforms)
+            images, ann = (data.train_images, data.train_ann) if split == "train" else (data.val_images, data.val_ann)
+            return CocoDetection(Path(data.root) / images, Path(data.root) / ann, transforms)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} ({_TOY_HINT})") from e
+
+    def train_dataset(self):
+        d = self.cfg.data
+        return self._dataset("train", train_pipeline(d.scales, d.max_size, d.crop_resize, tuple(d.crop_size)))
+
+    def val_dataset(self):
+        dataset = self._dataset("val", test_pipeline(self.cfg.data.test_size, self.cfg.data.max_size))
+        self.coco_gt = dataset.coco
+        return dataset
+
+    def collate(self, samples: list[dict]) -> dict:
+        """Pad images to the largest in the batch (bottom/right); ``pixel_mask`` is 1 on real pixels."""
+        h = max(s["image"].shape[1] for s in samples)
+        w = max(s["image"].shape[2] for s in samples)
+        images = samples[0]["image"].new_zeros(len(samples), 3, h, w)
+        mask = torch.zeros(len(samples), h, w, dtype=torch.long)
+        for i, s in enumerate(samples):
+            _, sh, sw = s["image"].shape
+            images[i, :, :sh, :sw] = s["image"]
+            mask[i, :sh, :sw] = 1
+        targets = [{"labels": s["labels"], "boxes": s["boxes"]} for s in samples]
+        meta = [{"image_id": s["image_id"], "orig_size": s["orig_size"]} for s in samples]
+        return {"image": images, "pixel_mask": mask, "targets": targets, "meta": meta}
+
+    def loss(self, model, batch: dict, device) -> dict[str, torch.Tensor]:
+        outputs = model(batch["image"].to(device), batch["pixel_mask"].to(device))
+        if not self.cfg.model.aux_loss:
+            outputs.pop("aux_outputs", None)
+        targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
+        losses = self.criterion(outputs, targets)
+        return {"loss": weighted_total(losses, self.criterion.weight_dict)}
+
+    def evaluate(self, model, loader, device) -> dict:
+        """COCO bbox AP on boxes in original-image pixels (top-100 over queries x classes)."""
+        evaluator = CocoEvaluator(self.coco_gt)
+        for batch in loader:
+            outputs = model(batch["image"].to(device), batch["pixel_mask"].to(device))
+            sizes = torch.tensor([m["orig_size"] for m in batch["meta"]], device=device)
+            results = post_process(outputs, sizes)
+            evaluator.update({m["image_id"]: r for m, r in zip(batch["meta"], results)})
+        return evaluator.compute()
+
+    def metrics_table(self, metrics: dict) -> str:
+        return "\n".join([" ".join(f"{k:>6}" for k in STATS), " ".join(f"{metrics[k]:>6.3f}" for k in STATS)])
