@@ -2,6 +2,8 @@
 
     python tools/benchmark.py backbone  [--quick] [--markdown] [--repeats N]
     python tools/benchmark.py segformer [--quick] [--markdown] [--repeats N]
+    python tools/benchmark.py glpn      [--quick] [--markdown] [--repeats N]
+    python tools/benchmark.py detr      [--quick] [--markdown] [--repeats N]
 
 Each suite builds the reference models with random weights (their own init plus noise), converts those
 exact weights into ours, checks on identical input that the outputs agree (max abs difference <= 1e-4)
@@ -24,6 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from backbones import build_backbone
 from backbones.weights import check_state_dict
+from tasks.depth.model import GLPN
+from tasks.detection.model import DeformableDETR
 from tasks.segmentation.model import SegFormer
 
 TOLERANCE = 1e-4
@@ -239,7 +243,92 @@ def segformer_suite(args) -> bool:
     return ok
 
 
-SUITES = {"backbone": backbone_suite, "segformer": segformer_suite}
+GLPN_SIZES = {  # Hugging Face GLPNConfig arguments of the variants
+    "mit_b0": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2]),
+    "mit_b4": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 8, 27, 3]),  # vinvino02/glpn-nyu
+}
+
+
+def glpn_row(name: str, batch: int, size: tuple[int, int], repeats: int) -> tuple[list, bool]:
+    """Ours vs HF GLPNForDepthEstimation with identical weights (saved by HF, loaded by ours)."""
+    _, transformers = import_references()
+    with torch.inference_mode(False):  # save_pretrained needs ordinary tensors
+        hf = perturb(transformers.GLPNForDepthEstimation(transformers.GLPNConfig(**GLPN_SIZES[name])))
+        with tempfile.TemporaryDirectory() as folder:
+            hf.save_pretrained(folder)
+            ours = GLPN.from_pretrained(folder)  # with HF's LayerNorm eps, 1e-5 everywhere
+    x = torch.rand(batch, 3, *size)  # GLPN input: RGB in [0, 1], not normalised
+    fns = {"ours": lambda: ours(x), "hf": lambda: hf(pixel_values=x).predicted_depth}
+    diff = (fns["ours"]()[:, 0] - fns["hf"]()).abs().max().item()  # metres; HF squeezes the channel
+    ok = diff <= TOLERANCE
+    ms = time_round_robin(fns, repeats)
+    params = sum(p.numel() for p in ours.parameters()) / 1e6
+    row = [
+        name, batch, f"{size[0]}×{size[1]}", f"{ms['ours']:.1f}", f"{ms['hf']:.1f}", f"{ms['hf'] / ms['ours']:.2f}×",
+        f"{diff:.1e}", "OK" if ok else "MISMATCH", f"{params:.2f}", f"{gflops(ours, x[:1]):.1f}",
+    ]
+    return row, ok
+
+
+def glpn_suite(args) -> bool:
+    """GLPN (encoder + decoder + depth head) vs HF GLPNForDepthEstimation; True if depths agree."""
+    grid = [("mit_b0", 1, (128, 160))] if args.quick else [("mit_b4", 1, (480, 640)), ("mit_b4", 1, (256, 352))]
+    return _run_grid(args, grid, glpn_row, "GLPN depth: ours vs Hugging Face GLPNForDepthEstimation",
+                     ["model", "batch", "size", "ours ms", "HF ms", "vs HF", "max diff depth (m)",
+                      f"≤{TOLERANCE:g}", "params M", "GFLOPs"])
+
+
+DETR = {  # Hugging Face DeformableDetrConfig arguments of the published variants
+    "base": {},
+    "box_refine": dict(with_box_refine=True),
+    "two_stage": dict(with_box_refine=True, two_stage=True),
+}
+
+
+def detr_row(variant: str, batch: int, size: tuple[int, int], repeats: int) -> tuple[list, bool]:
+    """Ours vs HF DeformableDetrForObjectDetection (ResNet-50, 6+6 layers, 300 queries), identical weights."""
+    _, transformers = import_references()
+    with torch.inference_mode(False):
+        config = transformers.DeformableDetrConfig(use_timm_backbone=False, use_pretrained_backbone=False, **DETR[variant])
+        hf = perturb(transformers.DeformableDetrForObjectDetection(config))
+        with tempfile.TemporaryDirectory() as folder:
+            hf.save_pretrained(folder)
+            ours = DeformableDETR.from_pretrained(folder)
+    x = torch.randn(batch, 3, *size)
+    fns = {"ours": lambda: ours(x), "hf": lambda: hf(pixel_values=x)}
+    o, r = fns["ours"](), fns["hf"]()
+    diff = max((o["pred_logits"] - r.logits).abs().max().item(), (o["pred_boxes"] - r.pred_boxes).abs().max().item())
+    ok = diff <= TOLERANCE
+    ms = time_round_robin(fns, repeats)
+    params = sum(p.numel() for p in ours.parameters()) / 1e6
+    row = [variant, batch, f"{size[0]}×{size[1]}", f"{ms['ours']:.0f}", f"{ms['hf']:.0f}",
+           f"{ms['hf'] / ms['ours']:.2f}×", f"{diff:.1e}", "OK" if ok else "MISMATCH", f"{params:.1f}"]
+    return row, ok
+
+
+def detr_suite(args) -> bool:
+    """Deformable-DETR vs HF DeformableDetrForObjectDetection; True if logits and boxes agree."""
+    grid = [("base", 1, (256, 320))] if args.quick else [
+        ("base", 1, (800, 1066)), ("base", 1, (512, 683)), ("box_refine", 1, (512, 683)), ("two_stage", 1, (512, 683))
+    ]
+    return _run_grid(args, grid, detr_row, "Deformable-DETR: ours vs Hugging Face DeformableDetrForObjectDetection",
+                     ["variant", "batch", "size", "ours ms", "HF ms", "vs HF", "max diff", f"≤{TOLERANCE:g}", "params M"])
+
+
+def _run_grid(args, grid, row_fn, title: str, header: list[str]) -> bool:
+    repeats = 2 if args.quick else args.repeats
+    rows, ok = [], True
+    for name, batch, size in grid:
+        row, row_ok = row_fn(name, batch, size, repeats)
+        rows.append(row)
+        ok &= row_ok
+        print(f"  measured {name} batch {batch} {size}: {'OK' if row_ok else 'MISMATCH'}", file=sys.stderr)
+    print(f"\n### {title} (median of {repeats} runs)\n")
+    print(table(header, rows, args.markdown))
+    return ok
+
+
+SUITES = {"backbone": backbone_suite, "segformer": segformer_suite, "glpn": glpn_suite, "detr": detr_suite}
 
 
 def main(argv=None) -> int:

@@ -18,3 +18,13 @@ def test_segmentation_toy_reaches_miou(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["iteration"] == 150
     assert metrics["mIoU"] >= 0.60, metrics
+
+
+@pytest.mark.slow
+def test_depth_toy_reaches_its_bar(tmp_path):
+    cmd = [sys.executable, str(ROOT / "tools" / "train.py"), str(ROOT / "configs" / "glpn_pvt_b0_toy.py"),
+           "--work-dir", str(tmp_path), "--cfg-options", f"data.root={tmp_path / 'data'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["abs_rel"] <= 0.15 and metrics["d1"] >= 0.80, metrics
