@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet as _TorchvisionResNet
 from torchvision.ops.misc import FrozenBatchNorm2d

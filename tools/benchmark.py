@@ -278,10 +278,10 @@ def glpn_suite(args) -> bool:
                       f"≤{TOLERANCE:g}", "params M", "GFLOPs"])
 
 
-DETR = {  # Hugging Face DeformableDetrConfig arguments of the published variants
-    "base": {},
-    "box_refine": dict(with_box_refine=True),
-    "two_stage": dict(with_box_refine=True, two_stage=True),
+DETR = {  # Hugging Face DeformableDetrConfig arguments of the published variants (COCO: 91 classes)
+    "base": dict(num_labels=91),
+    "box_refine": dict(num_labels=91, with_box_refine=True),
+    "two_stage": dict(num_labels=91, with_box_refine=True, two_stage=True),
 }
 
 
@@ -289,7 +289,7 @@ def detr_row(variant: str, batch: int, size: tuple[int, int], repeats: int) -> t
     """Ours vs HF DeformableDetrForObjectDetection (ResNet-50, 6+6 layers, 300 queries), identical weights."""
     _, transformers = import_references()
     with torch.inference_mode(False):
-        config = transformers.DeformableDetrConfig(use_timm_backbone=False, use_pretrained_backbone=False, **DETR[variant])
+        config = transformers.DeformableDetrConfig(**DETR[variant])  # a timm ResNet-50, built offline
         hf = perturb(transformers.DeformableDetrForObjectDetection(config))
         with tempfile.TemporaryDirectory() as folder:
             hf.save_pretrained(folder)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -63,3 +65,41 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def our_model_config(meta: Mapping, task: str, source) -> dict:
+    """The model config stored in our checkpoint's ``meta`` (``{"task": ..., "model": config}``), checked."""
+    if meta.get("task") != task:
+        raise ValueError(f"{source} is a checkpoint for task {meta.get('task')!r}, not {task!r}")
+    if not isinstance(meta.get("model"), Mapping):
+        raise ValueError(f"{source}: meta['model'] must be the model's config dict, got {type(meta.get('model')).__name__}")
+    return dict(meta["model"])
+
+
+def read_model_file(path: Path, task: str) -> tuple[dict, dict | None, Mapping | None]:
+    """A weights file -> ``(state_dict, model config or None, meta or None)``.
+
+    Our checkpoints (``{"model": state_dict, "meta": {"task", "model"}}``, from ``tools/train.py``) carry their
+    config; for any other file (a bare or nested state dict, ``.safetensors``) it is None and the caller
+    looks for one elsewhere (a ``config.json`` beside it, the weight shapes).
+    """
+    from backbones import read_state_dict
+
+    obj = None
+    if path.suffix.lower() in (".pth", ".pt", ".bin", ".ckpt"):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            raise ValueError(f"cannot read {path} with torch.load(weights_only=True): {e}") from e
+    meta = obj.get("meta") if isinstance(obj, Mapping) else None
+    if isinstance(meta, Mapping) and "task" in meta:
+        return _tensors(obj.get("model"), path), our_model_config(meta, task, path), meta
+    if isinstance(obj, Mapping):  # a bare or nested ("state_dict" in mmseg, "model") state dict
+        return _tensors(obj.get("state_dict", obj.get("model", obj)), path), None, meta
+    return read_state_dict(path), None, meta
+
+
+def _tensors(obj, path: Path) -> dict:
+    if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a state dict (found {type(obj).__name__} without tensors)")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}

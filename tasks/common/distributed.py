@@ -80,3 +80,13 @@ def broadcast_buffers(model: torch.nn.Module) -> None:
     if is_distributed():
         for buffer in model.buffers():
             dist.broadcast(buffer, 0)
+
+
+def rank0_first(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on rank 0 first, then on the other ranks (e.g. writing a dataset once)."""
+    if is_distributed() and dist.get_rank() != 0:
+        barrier()
+    result = fn(*args, **kwargs)
+    if is_distributed() and dist.get_rank() == 0:
+        barrier()
+    return result

@@ -14,14 +14,15 @@ different sizes is a ``ValueError`` naming the file (the last three when the sam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from tasks.common.transforms import SeededDataset
+
 Transform = Callable[[dict], dict]
-SampleKey = Union[int, tuple[int, Union[int, Sequence[int]]]]
 
 NYU_DEPTH_SCALE = 1000.0  # uint16 PNG units per metre (millimetres)
 NYU_MAX_DEPTH = 10.0  # metres: the evaluation cap and GLPN's output range on NYU
@@ -78,7 +79,7 @@ def read_pair_list(list_file: Path, data_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-class NYUDepthV2(Dataset):
+class NYUDepthV2(SeededDataset, Dataset):
     """NYU Depth v2, GLPDepth layout. ``split="train"``: the BTS sync set under ``nyu_depth_v2/`` (24,231
     pairs in GLPDepth's list); ``"test"``: the 654 official test frames under
     ``nyu_depth_v2/official_splits/test/``. ``list_file`` defaults to ``nyu_depth_v2/{train,test}_list.txt``
@@ -114,18 +115,6 @@ class NYUDepthV2(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
-
-    def __getitem__(self, key: SampleKey) -> dict:
-        if isinstance(key, tuple) and len(key) != 2:
-            raise TypeError(f"dataset keys are an index or (index, seed), got {key!r}")
-        index, seed = key if isinstance(key, tuple) else (key, None)
-        sample = self.read(index)
-        if self.transforms is None:
-            return sample
-        sample["rng"] = np.random.default_rng(seed)
-        sample = self.transforms(sample)
-        sample.pop("rng", None)
-        return sample
 
     def read(self, index: int) -> dict:
         """The untransformed sample ``index``, depth in metres."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Callable, Mapping
@@ -21,6 +20,7 @@ from backbones.pvt_v2 import mit_variant
 from backbones.pvt_v2_weights import convert_pvt_v2_state_dict
 from backbones.weights import ConvertedWeights, check_state_dict
 from heads.glpn_head import GLPNHead
+from tasks.common.checkpoint import our_model_config, read_model_file
 
 _RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
 
@@ -112,19 +112,9 @@ class GLPN(nn.Module):
 
 def _read_checkpoint(p: Path) -> tuple[dict, dict]:
     """A weights file -> ``(state_dict, GLPN config)``; the config comes from the file or beside it."""
-    obj = None
-    if p.suffix.lower() in (".pth", ".pt", ".bin", ".ckpt"):
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-            raise ValueError(f"cannot read {p} with torch.load(weights_only=True): {e}") from e
-    meta = obj.get("meta") if isinstance(obj, Mapping) else None
-    if isinstance(meta, Mapping) and "task" in meta:  # ours
-        return _tensors(obj.get("model"), p), _our_config(meta, p)
-    if isinstance(obj, Mapping):  # a bare or nested ("model" / "state_dict") state dict, already in memory
-        state_dict = _tensors(obj.get("state_dict", obj.get("model", obj)), p)
-    else:
-        state_dict = read_state_dict(p)  # .safetensors, or the error naming the supported files
+    state_dict, config, meta = read_model_file(p, "depth")
+    if config is not None:
+        return state_dict, config
     if (p.parent / "config.json").is_file():
         return state_dict, _config_from_json(p.parent / "config.json")
     if any(k.endswith("decoder.bot_conv.weight") for k in state_dict):
@@ -136,28 +126,13 @@ def _read_checkpoint(p: Path) -> tuple[dict, dict]:
     )
 
 
-def _tensors(obj, p: Path) -> dict:
-    if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{p} does not hold a state dict (found {type(obj).__name__} without tensors)")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
-def _our_config(meta: Mapping, source) -> dict:
-    if meta.get("task") != "depth":
-        raise ValueError(f"{source} is a checkpoint for task {meta.get('task')!r}, not 'depth'")
-    config = meta.get("model")
-    if not isinstance(config, Mapping):
-        raise ValueError(f"{source}: meta['model'] must be the GLPN config dict, got {type(config).__name__}")
-    return dict(config)
-
-
 def _config_from_json(path: Path) -> dict:
     """Our ``{"task": "depth", "model": config}`` or a Hugging Face GLPNForDepthEstimation config."""
     if not path.is_file():
         raise ValueError(f"{path.parent} is not a Hugging Face model folder: config.json is missing")
     cfg = json.loads(path.read_text())
     if "task" in cfg:
-        return _our_config(cfg, path)
+        return our_model_config(cfg, "depth", path)
     if cfg.get("model_type") != "glpn":
         raise ValueError(
             f"{path} describes a {cfg.get('model_type')!r} model; expected a Hugging Face "

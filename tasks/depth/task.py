@@ -5,7 +5,7 @@ import torch
 
 from backbones.weights import ConvertedWeights, check_state_dict
 from tasks.common.config import Config
-from tasks.common.distributed import barrier, is_distributed
+from tasks.common.distributed import rank0_first
 from tasks.common.synthetic import ensure_nyu_toy
 
 from .datasets import NYUDepthV2
@@ -46,11 +46,7 @@ class DepthTask:
         try:
             if isinstance(data, ToyDepthData):
                 kwargs = dict(num_train=data.num_train, num_val=data.num_val, size=tuple(data.size), seed=data.seed)
-                if is_distributed() and torch.distributed.get_rank() != 0:
-                    barrier()  # rank 0 writes the data first
-                root = ensure_nyu_toy(data.root, **kwargs)
-                if is_distributed() and torch.distributed.get_rank() == 0:
-                    barrier()
+                root = rank0_first(ensure_nyu_toy, data.root, **kwargs)  # rank 0 writes the data once
                 return NYUDepthV2(root, split, transforms=transforms)
             list_file = data.train_list if split == "train" else data.test_list
             return NYUDepthV2(data.root, split, list_file=list_file, transforms=transforms)

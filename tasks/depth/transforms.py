@@ -18,21 +18,13 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 
-
-def _rng(sample: dict, who: str) -> np.random.Generator:
-    rng = sample.get("rng")
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(
-            f"{who} draws from sample['rng'], a numpy.random.Generator, got {type(rng).__name__}; index the "
-            "dataset with (index, seed) or set sample['rng'] = np.random.default_rng(seed) yourself"
-        )
-    return rng
+from tasks.common.transforms import Compose, sample_rng  # noqa: F401  (Compose: part of this API)
 
 
 def _uint8_image(sample: dict, who: str) -> np.ndarray:
@@ -75,7 +67,7 @@ class RandomCrop:
                 raise ValueError(f"RandomCrop.{name} must be a positive int, got {value!r}")
 
     def __call__(self, sample: dict) -> dict:
-        rng = _rng(sample, "RandomCrop")
+        rng = sample_rng(sample, "RandomCrop")
         height, width = sample["image"].shape[:2]
         if height < self.height or width < self.width:
             raise ValueError(
@@ -100,7 +92,7 @@ class RandomHorizontalFlip:
         _check_prob(self.p, "RandomHorizontalFlip.p")
 
     def __call__(self, sample: dict) -> dict:
-        if _rng(sample, "RandomHorizontalFlip").random() < self.p:
+        if sample_rng(sample, "RandomHorizontalFlip").random() < self.p:
             sample["image"] = np.ascontiguousarray(sample["image"][:, ::-1])
             sample["depth"] = np.ascontiguousarray(sample["depth"][:, ::-1])
         return sample
@@ -121,7 +113,7 @@ class RandomBrightnessContrast:
         _check_prob(self.p, "RandomBrightnessContrast.p")
 
     def __call__(self, sample: dict) -> dict:
-        rng = _rng(sample, "RandomBrightnessContrast")
+        rng = sample_rng(sample, "RandomBrightnessContrast")
         image = _uint8_image(sample, "RandomBrightnessContrast")
         if rng.random() < self.p:
             alpha = 1.0 + rng.uniform(-self.contrast_limit, self.contrast_limit)
@@ -146,7 +138,7 @@ class RandomGamma:
         _check_prob(self.p, "RandomGamma.p")
 
     def __call__(self, sample: dict) -> dict:
-        rng = _rng(sample, "RandomGamma")
+        rng = sample_rng(sample, "RandomGamma")
         image = _uint8_image(sample, "RandomGamma")
         if rng.random() < self.p:
             gamma = rng.uniform(*self.gamma_limit) / 100.0
@@ -170,7 +162,7 @@ class HueSaturationValue:
         _check_prob(self.p, "HueSaturationValue.p")
 
     def __call__(self, sample: dict) -> dict:
-        rng = _rng(sample, "HueSaturationValue")
+        rng = sample_rng(sample, "HueSaturationValue")
         image = _uint8_image(sample, "HueSaturationValue")
         if rng.random() < self.p:
             shifts = [rng.uniform(-limit, limit)
@@ -216,7 +208,7 @@ class VerticalCutDepth:
         return left, int(max((width - a * width) * b * self.p, 1))
 
     def __call__(self, sample: dict) -> dict:
-        rng = _rng(sample, "VerticalCutDepth")
+        rng = sample_rng(sample, "VerticalCutDepth")
         image = _uint8_image(sample, "VerticalCutDepth")
         if rng.random() < self.apply_prob:
             left, size = self.strip(image.shape[1], rng)
@@ -240,24 +232,6 @@ class ToTensor:
             depth = np.ascontiguousarray(sample["depth"], dtype=np.float32)
             sample["depth"] = torch.from_numpy(depth)[None]
         return sample
-
-
-class Compose:
-    """Apply ``transforms`` in order."""
-
-    def __init__(self, transforms: Sequence[Callable[[dict], dict]]):
-        for i, t in enumerate(transforms):
-            if not callable(t):
-                raise TypeError(f"Compose: transforms[{i}] is not callable: {t!r}")
-        self.transforms = list(transforms)
-
-    def __call__(self, sample: dict) -> dict:
-        for t in self.transforms:
-            sample = t(sample)
-        return sample
-
-    def __repr__(self) -> str:
-        return "Compose([" + ", ".join(repr(t) for t in self.transforms) + "])"
 
 
 def train_pipeline(crop: tuple[int, int] = (448, 576), max_depth: float = 10.0) -> Compose:

@@ -26,8 +26,9 @@ import numpy as np
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from tasks.common.transforms import SeededDataset
+
 Transform = Callable[[dict], dict]
-SampleKey = Union[int, tuple[int, Union[int, Sequence[int]]]]
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -53,7 +54,7 @@ def coco_targets(annotations: Sequence[dict], height: int, width: int, remove_cr
     return boxes[keep], labels[keep]
 
 
-class CocoDetection(Dataset):
+class CocoDetection(SeededDataset, Dataset):
     """``images_dir/<file_name>`` for every image of ``ann_file`` (sorted by id), targets from its annotations.
 
     Attributes: ``coco`` (the pycocotools ``COCO``, e.g. for ``CocoEvaluator``), ``image_ids``,
@@ -85,18 +86,6 @@ class CocoDetection(Dataset):
 
     def __len__(self) -> int:
         return len(self.image_ids)
-
-    def __getitem__(self, key: SampleKey) -> dict:
-        if isinstance(key, tuple) and len(key) != 2:
-            raise TypeError(f"dataset keys are an index or (index, seed), got {key!r}")
-        index, seed = key if isinstance(key, tuple) else (key, None)
-        sample = self.read(index)
-        if self.transforms is None:
-            return sample
-        sample["rng"] = np.random.default_rng(seed)
-        sample = self.transforms(sample)
-        sample.pop("rng", None)
-        return sample
 
     def read(self, index: int) -> dict:
         """The untransformed sample ``index``."""

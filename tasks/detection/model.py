@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Callable, Mapping
@@ -25,6 +24,7 @@ from backbones import build_backbone, read_state_dict
 from backbones.weights import ConvertedWeights, check_state_dict
 from heads.deformable_detr import DeformableDETRHead
 from heads.deformable_detr.ms_deform_attn import MSDeformAttn
+from tasks.common.checkpoint import our_model_config, read_model_file
 
 _RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
 # The published checkpoints' backbone: torchvision ResNet-50, frozen BN, stem and layer1 not trained.
@@ -184,16 +184,9 @@ def _image_sizes(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) ->
 
 
 def _read_checkpoint(p: Path) -> tuple[dict, dict]:
-    obj = None
-    if p.suffix.lower() in (".pth", ".pt", ".bin", ".ckpt"):
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-            raise ValueError(f"cannot read {p} with torch.load(weights_only=True): {e}") from e
-    meta = obj.get("meta") if isinstance(obj, Mapping) else None
-    if isinstance(meta, Mapping) and "task" in meta:
-        return {k: v for k, v in obj["model"].items() if isinstance(v, torch.Tensor)}, _our_config(meta, p)
-    state_dict = read_state_dict(p)
+    state_dict, config, meta = read_model_file(p, "detection")
+    if config is not None:
+        return state_dict, config
     if (p.parent / "config.json").is_file():
         return state_dict, _config_from_json(p.parent / "config.json")
     raise ValueError(
@@ -202,20 +195,12 @@ def _read_checkpoint(p: Path) -> tuple[dict, dict]:
     )
 
 
-def _our_config(meta: Mapping, source) -> dict:
-    if meta.get("task") != "detection":
-        raise ValueError(f"{source} is a checkpoint for task {meta.get('task')!r}, not 'detection'")
-    if not isinstance(meta.get("model"), Mapping):
-        raise ValueError(f"{source}: meta['model'] must be the DeformableDETR config dict")
-    return dict(meta["model"])
-
-
 def _config_from_json(path: Path) -> dict:
     if not path.is_file():
         raise ValueError(f"{path.parent} is not a Hugging Face model folder: config.json is missing")
     cfg = json.loads(path.read_text())
     if "task" in cfg:
-        return _our_config(cfg, path)
+        return our_model_config(cfg, "detection", path)
     if cfg.get("model_type") != "deformable_detr":
         raise ValueError(f"{path} describes a {cfg.get('model_type')!r} model, not 'deformable_detr'")
     return _config_from_hf(cfg, path)
@@ -238,7 +223,8 @@ def _config_from_hf(cfg: Mapping, source) -> dict:
     dilation = bool(get("dilation", False)) or backbone.get("output_stride") == 16  # DC5: stage4 at stride 16
     dc5 = {"replace_stride_with_dilation": (False, False, True)} if dilation else {}
     two_stage = bool(get("two_stage", False))
-    num_labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 91
+    # transformers leaves defaults out of config.json: no id2label means its default of 2 labels.
+    num_labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
     return dict(
         backbone="resnet50",
         num_classes=num_labels,

@@ -7,7 +7,7 @@ import torch
 
 from backbones.weights import ConvertedWeights, check_state_dict
 from tasks.common.config import Config
-from tasks.common.distributed import barrier, is_distributed
+from tasks.common.distributed import rank0_first
 from tasks.common.synthetic import ensure_coco_toy
 
 from .datasets import CocoDetection
@@ -57,11 +57,7 @@ class DetectionTask:
         try:
             if isinstance(data, ToyCocoData):
                 kwargs = dict(num_train=data.num_train, num_val=data.num_val, size=(data.size, data.size), seed=data.seed)
-                if is_distributed() and torch.distributed.get_rank() != 0:
-                    barrier()  # rank 0 writes the data first
-                root = ensure_coco_toy(data.root, **kwargs)
-                if is_distributed() and torch.distributed.get_rank() == 0:
-                    barrier()
+                root = rank0_first(ensure_coco_toy, data.root, **kwargs)  # rank 0 writes the data once
                 name = "train2017" if split == "train" else "val2017"
                 return CocoDetection(root / name, root / "annotations" / f"instances_{name}.json", transforms)
             images, ann = (data.train_images, data.train_ann) if split == "train" else (data.val_images, data.val_ann)

@@ -19,21 +19,13 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
+
+from tasks.common.transforms import Compose, sample_rng  # noqa: F401  (Compose: part of this API)
 from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DETR_SCALES = tuple(range(480, 801, 32))  # 480, 512, ..., 800
-
-
-def _rng(sample: dict, who: str) -> np.random.Generator:
-    rng = sample.get("rng")
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(
-            f"{who} draws from sample['rng'], a numpy.random.Generator, got {type(rng).__name__}; index the "
-            "dataset with (index, seed) or set sample['rng'] = np.random.default_rng(seed) yourself"
-        )
-    return rng
 
 
 def _check_sizes(sizes: Sequence[int], name: str) -> None:
@@ -75,7 +67,7 @@ class RandomHorizontalFlip:
             raise ValueError(f"RandomHorizontalFlip.prob must be in [0, 1], got {self.prob}")
 
     def __call__(self, sample: dict) -> dict:
-        if _rng(sample, "RandomHorizontalFlip").random() < self.prob:
+        if sample_rng(sample, "RandomHorizontalFlip").random() < self.prob:
             width = sample["image"].shape[1]
             sample["image"] = np.ascontiguousarray(sample["image"][:, ::-1])
             boxes = sample["boxes"]
@@ -96,7 +88,7 @@ class RandomResize:
             raise ValueError(f"RandomResize.max_size must be a positive int or None, got {self.max_size!r}")
 
     def __call__(self, sample: dict) -> dict:
-        size = self.sizes[int(_rng(sample, "RandomResize").integers(len(self.sizes)))]
+        size = self.sizes[int(sample_rng(sample, "RandomResize").integers(len(self.sizes)))]
         return resize(sample, size, self.max_size)
 
 
@@ -129,7 +121,7 @@ class RandomSizeCrop:
             raise ValueError(f"RandomSizeCrop: min_size {self.min_size} > max_size {self.max_size}")
 
     def __call__(self, sample: dict) -> dict:
-        rng = _rng(sample, "RandomSizeCrop")
+        rng = sample_rng(sample, "RandomSizeCrop")
         height, width = sample["image"].shape[:2]
         crop_w = int(rng.integers(min(self.min_size, width), min(width, self.max_size) + 1))
         crop_h = int(rng.integers(min(self.min_size, height), min(height, self.max_size) + 1))
@@ -158,7 +150,7 @@ class RandomSelect:
         self.first, self.second, self.prob = first, second, prob
 
     def __call__(self, sample: dict) -> dict:
-        return self.first(sample) if _rng(sample, "RandomSelect").random() < self.prob else self.second(sample)
+        return self.first(sample) if sample_rng(sample, "RandomSelect").random() < self.prob else self.second(sample)
 
     def __repr__(self) -> str:
         return f"RandomSelect({self.first!r}, {self.second!r}, prob={self.prob})"
@@ -194,24 +186,6 @@ class ToTensor:
         sample["labels"] = torch.as_tensor(np.asarray(sample["labels"]), dtype=torch.int64)
         sample["size"] = tuple(image.shape[1:])
         return sample
-
-
-class Compose:
-    """Apply ``transforms`` in order."""
-
-    def __init__(self, transforms: Sequence[Callable[[dict], dict]]):
-        for i, t in enumerate(transforms):
-            if not callable(t):
-                raise TypeError(f"Compose: transforms[{i}] is not callable: {t!r}")
-        self.transforms = list(transforms)
-
-    def __call__(self, sample: dict) -> dict:
-        for t in self.transforms:
-            sample = t(sample)
-        return sample
-
-    def __repr__(self) -> str:
-        return "Compose([" + ", ".join(repr(t) for t in self.transforms) + "])"
 
 
 def train_pipeline(scales: Sequence[int] = DETR_SCALES, max_size: int = 1333,

@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from tasks.common.transforms import SeededDataset
+
 Transform = Callable[[dict], dict]
-SampleKey = Union[int, tuple[int, Union[int, Sequence[int]]]]
 
 # mmseg's names in label order (mask value k+1 -> class k): the first synonym of each row of the devkit's
 # objectInfo150.csv, except row 90 where mmseg took "television receiver" over "television". The copy of
@@ -133,7 +134,7 @@ def _pair(images_dir: Path, masks_dir: Path, image_suffixes: Sequence[str], mask
     return [(images[stem], masks[stem]) for stem in sorted(images)]
 
 
-class _PairedFolders(Dataset):
+class _PairedFolders(SeededDataset, Dataset):
     """Reads ``(image, mask)`` file pairs; subclasses set the pairs and the label rules."""
 
     def __init__(self, pairs: list[tuple[Path, Path]], class_names: Sequence[str], *, reduce_zero_label: bool,
@@ -149,18 +150,6 @@ class _PairedFolders(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
-
-    def __getitem__(self, key: SampleKey) -> dict:
-        if isinstance(key, tuple) and len(key) != 2:
-            raise TypeError(f"dataset keys are an index or (index, seed), got {key!r}")
-        index, seed = key if isinstance(key, tuple) else (key, None)
-        sample = self.read(index)
-        if self.transforms is None:
-            return sample
-        sample["rng"] = np.random.default_rng(seed)
-        sample = self.transforms(sample)
-        sample.pop("rng", None)
-        return sample
 
     def read(self, index: int) -> dict:
         """The untransformed sample ``index``, labels already in ``0..num_classes-1`` or ``ignore_index``."""

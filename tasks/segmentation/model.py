@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +20,7 @@ from backbones.pvt_v2 import mit_variant
 from backbones.pvt_v2_weights import convert_pvt_v2_state_dict
 from backbones.weights import ConvertedWeights, check_state_dict
 from heads.segformer_head import SegFormerHead
+from tasks.common.checkpoint import our_model_config, read_model_file
 
 _SMALL_BACKBONES = ("mit_b0", "mit_b1", "pvt_v2_b0", "pvt_v2_b1")  # decoder width 256; all others 768
 _RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
@@ -124,19 +124,9 @@ class SegFormer(nn.Module):
 
 def _read_checkpoint(p: Path) -> tuple[dict, dict]:
     """A weights file -> ``(state_dict, SegFormer config)``; the config comes from the file or beside it."""
-    obj = None
-    if p.suffix.lower() in (".pth", ".pt", ".bin", ".ckpt"):
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-            raise ValueError(f"cannot read {p} with torch.load(weights_only=True): {e}") from e
-    meta = obj.get("meta") if isinstance(obj, Mapping) else None
-    if isinstance(meta, Mapping) and "task" in meta:  # ours
-        return _tensors(obj.get("model"), p), _our_config(meta, p)
-    if isinstance(obj, Mapping):  # a bare or nested (mmseg: "state_dict") state dict, already in memory
-        state_dict = _tensors(obj.get("state_dict", obj.get("model", obj)), p)
-    else:
-        state_dict = read_state_dict(p)  # .safetensors, or the error naming the supported files
+    state_dict, config, meta = read_model_file(p, "segmentation")
+    if config is not None:
+        return state_dict, config
     if (p.parent / "config.json").is_file():
         return state_dict, _config_from_json(p.parent / "config.json")
     if "decode_head.linear_fuse.conv.weight" in state_dict:
@@ -149,28 +139,13 @@ def _read_checkpoint(p: Path) -> tuple[dict, dict]:
     )
 
 
-def _tensors(obj, p: Path) -> dict:
-    if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{p} does not hold a state dict (found {type(obj).__name__} without tensors)")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
-def _our_config(meta: Mapping, source) -> dict:
-    if meta.get("task") != "segmentation":
-        raise ValueError(f"{source} is a checkpoint for task {meta.get('task')!r}, not 'segmentation'")
-    config = meta.get("model")
-    if not isinstance(config, Mapping):
-        raise ValueError(f"{source}: meta['model'] must be the SegFormer config dict, got {type(config).__name__}")
-    return dict(config)
-
-
 def _config_from_json(path: Path) -> dict:
     """Our ``{"task": "segmentation", "model": config}`` or a Hugging Face SegformerForSemanticSegmentation config."""
     if not path.is_file():
         raise ValueError(f"{path.parent} is not a Hugging Face model folder: config.json is missing")
     cfg = json.loads(path.read_text())
     if "task" in cfg:
-        return _our_config(cfg, path)
+        return our_model_config(cfg, "segmentation", path)
     if cfg.get("model_type") != "segformer":
         raise ValueError(
             f"{path} describes a {cfg.get('model_type')!r} model; expected a Hugging Face "

@@ -7,7 +7,7 @@ import torch
 
 from backbones.weights import ConvertedWeights, check_state_dict
 from tasks.common.config import Config
-from tasks.common.distributed import barrier, is_distributed
+from tasks.common.distributed import rank0_first
 from tasks.common.synthetic import SHAPE_CLASSES, ensure_ade20k_toy
 
 from .datasets import ADE20K, ADE20K_CLASSES, SegmentationFolder
@@ -64,11 +64,7 @@ class SegmentationTask:
                 return ADE20K(data.root, split, transforms=transforms)
             if isinstance(data, ToyData):
                 kwargs = dict(num_train=data.num_train, num_val=data.num_val, size=(data.size, data.size), seed=data.seed)
-                if is_distributed() and torch.distributed.get_rank() != 0:
-                    barrier()  # rank 0 writes the data first
-                root = ensure_ade20k_toy(data.root, **kwargs)
-                if is_distributed() and torch.distributed.get_rank() == 0:
-                    barrier()
+                root = rank0_first(ensure_ade20k_toy, data.root, **kwargs)  # rank 0 writes the data once
                 sub = "training" if split == "training" else "validation"
                 return SegmentationFolder(
                     root / "images" / sub, root / "annotations" / sub, TOY_CLASSES, reduce_zero_label=True,

@@ -17,21 +17,13 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 
-
-def _rng(sample: dict, who: str) -> np.random.Generator:
-    rng = sample.get("rng")
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(
-            f"{who} draws from sample['rng'], a numpy.random.Generator, got {type(rng).__name__}; index the "
-            "dataset with (index, seed) or set sample['rng'] = np.random.default_rng(seed) yourself"
-        )
-    return rng
+from tasks.common.transforms import Compose, sample_rng  # noqa: F401  (Compose: part of this API)
 
 
 def _check_pair(value: Sequence, name: str, *, integer: bool = False, positive: bool = True) -> None:
@@ -96,7 +88,7 @@ class RandomResize:
 
     def __call__(self, sample: dict) -> dict:
         low, high = self.ratio_range
-        ratio = low + _rng(sample, "RandomResize").random() * (high - low)
+        ratio = low + sample_rng(sample, "RandomResize").random() * (high - low)
         target = (int(self.scale[0] * ratio), int(self.scale[1] * ratio))
         return _resize(sample, rescale_size(*sample["image"].shape[:2], target))
 
@@ -129,7 +121,7 @@ class RandomCrop:
         return len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio
 
     def __call__(self, sample: dict) -> dict:
-        rng = _rng(sample, "RandomCrop")
+        rng = sample_rng(sample, "RandomCrop")
         height, width = sample["image"].shape[:2]
         crop_h, crop_w = self.crop_size
         top, left = self._window(height, width, rng)
@@ -156,7 +148,7 @@ class RandomFlip:
             raise ValueError(f"RandomFlip.prob must be in [0, 1], got {self.prob}")
 
     def __call__(self, sample: dict) -> dict:
-        if _rng(sample, "RandomFlip").random() < self.prob:
+        if sample_rng(sample, "RandomFlip").random() < self.prob:
             sample["image"] = np.ascontiguousarray(sample["image"][:, ::-1])
             if sample.get("mask") is not None:
                 sample["mask"] = np.ascontiguousarray(sample["mask"][:, ::-1])
@@ -209,7 +201,7 @@ class PhotoMetricDistortion:
         return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
     def __call__(self, sample: dict) -> dict:
-        rng = _rng(sample, "PhotoMetricDistortion")
+        rng = sample_rng(sample, "PhotoMetricDistortion")
         image = sample["image"]
         if image.dtype != np.uint8:
             raise TypeError(f"PhotoMetricDistortion needs a uint8 image (put it before Normalize), got {image.dtype}")
@@ -299,24 +291,6 @@ class TestResize:
         sample["ori_size"] = sample["image"].shape[:2]
         sample["image"] = aligned_resize(sample["image"], self.scale, self.size_divisor)
         return sample
-
-
-class Compose:
-    """Apply ``transforms`` in order."""
-
-    def __init__(self, transforms: Sequence[Callable[[dict], dict]]):
-        for i, t in enumerate(transforms):
-            if not callable(t):
-                raise TypeError(f"Compose: transforms[{i}] is not callable: {t!r}")
-        self.transforms = list(transforms)
-
-    def __call__(self, sample: dict) -> dict:
-        for t in self.transforms:
-            sample = t(sample)
-        return sample
-
-    def __repr__(self) -> str:
-        return "Compose([" + ", ".join(repr(t) for t in self.transforms) + "])"
 
 
 def train_pipeline(
