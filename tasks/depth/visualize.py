@@ -39,3 +39,18 @@ def save_depth_png(path: str | Path, image: np.ndarray, depth: np.ndarray, max_d
     fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04).set_label("depth (m)")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def infer_images(model, paths, out_dir, *, flip: bool = False) -> list[Path]:
+    """Predict each image's depth at its own size and write ``<out_dir>/<stem>.png`` (input | depth, scale bar)."""
+    from .datasets import read_image
+    from .inference import predict_depth
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in paths:
+        image = read_image(Path(path))
+        written.append(out_dir / f"{Path(path).stem}.png")
+        save_depth_png(written[-1], image, predict_depth(model, image, flip=flip), getattr(model, "max_depth", None))
+    return written

@@ -1,0 +1,66 @@
+"""Pictures of detections: boxes with class names and scores drawn on the image."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+
+def save_detection_png(
+    path: str | Path,
+    image: np.ndarray,
+    detections: Mapping[str, torch.Tensor],
+    names: Mapping[int, str] | None = None,
+    threshold: float = 0.3,
+) -> int:
+    """Draw ``detections`` (``boxes[N, 4]`` xyxy pixels, ``scores[N]``, ``labels[N]``) scoring at least
+    ``threshold`` on ``image[H, W, 3]`` uint8 RGB and write a PNG; returns how many were drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    keep = detections["scores"] >= threshold
+    boxes, scores, labels = (detections[k][keep].tolist() for k in ("boxes", "scores", "labels"))
+    h, w = image.shape[:2]
+    fig, ax = plt.subplots(figsize=(8 * w / max(h, w), 8 * h / max(h, w)))
+    ax.imshow(image)
+    colours = plt.get_cmap("tab10")
+    for (x0, y0, x1, y1), score, label in zip(boxes, scores, labels):
+        colour = colours(int(label) % 10)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=2))
+        name = (names or {}).get(int(label), f"class {int(label)}")
+        ax.text(x0, y0, f"{name} {score:.2f}", color="white", fontsize=8, va="bottom",
+                bbox=dict(facecolor=colour, alpha=0.8, pad=1, edgecolor="none"))
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return len(boxes)
+
+
+def infer_images(model, paths, out_dir, *, size: int = 800, max_size: int = 1333, threshold: float = 0.3,
+                 names: Mapping[int, str] | None = None) -> list[Path]:
+    """Detect objects in each image (the evaluation resize) and write ``<out_dir>/<stem>.png``."""
+    from .datasets import read_image
+    from .postprocess import post_process
+    from .transforms import test_pipeline
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipeline = test_pipeline(size, max_size)
+    device = next(model.parameters()).device
+    written = []
+    model.eval()
+    for path in paths:
+        image = read_image(Path(path))
+        sample = pipeline({"image": image, "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)})
+        with torch.inference_mode():
+            outputs = model(sample["image"][None].to(device))
+            result = post_process(outputs, torch.tensor([image.shape[:2]], device=device))[0]
+        written.append(out_dir / f"{Path(path).stem}.png")
+        save_detection_png(written[-1], image, {k: v.cpu() for k, v in result.items()}, names, threshold)
+    return written
