@@ -4,6 +4,7 @@
     python tools/benchmark.py segformer [--quick] [--markdown] [--repeats N]
     python tools/benchmark.py glpn      [--quick] [--markdown] [--repeats N]
     python tools/benchmark.py detr      [--quick] [--markdown] [--repeats N]
+    python tools/benchmark.py msda      [--quick] [--markdown] [--repeats N]
 
 Each suite builds the reference models with random weights (their own init plus noise), converts those
 exact weights into ours, checks on identical input that the outputs agree (max abs difference <= 1e-4)
@@ -26,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from backbones import build_backbone
 from backbones.weights import check_state_dict
+from heads.deformable_detr.ms_deform_attn import ms_deform_attn, ms_deform_attn_bag
 from tasks.depth.model import GLPN
 from tasks.detection.model import DeformableDETR
 from tasks.segmentation.model import SegFormer
@@ -315,6 +317,43 @@ def detr_suite(args) -> bool:
                      ["variant", "batch", "size", "ours ms", "HF ms", "vs HF", "max diff", f"≤{TOLERANCE:g}", "params M"])
 
 
+def msda_row(name: str, batch: int, size: tuple[int, int], repeats: int) -> tuple[list, bool]:
+    """The sampling core of multi-scale deformable attention for the encoder of a ``size`` image (every
+    token queries 4 levels x 4 points x 8 heads): ours (one embedding_bag pass), our grid_sample reference
+    and Hugging Face's ``MultiScaleDeformableAttention`` (its CPU path), on identical random inputs."""
+    _, transformers = import_references()
+    from transformers.models.deformable_detr.modeling_deformable_detr import MultiScaleDeformableAttention
+
+    shapes = [(-(-size[0] // stride), -(-size[1] // stride)) for stride in (8, 16, 32, 64)]  # the 4 levels
+    tokens = sum(a * b for a, b in shapes)
+    heads, dim, levels, points = 8, 32, 4, 4
+    value = torch.randn(batch, tokens, heads, dim)
+    locations = torch.rand(batch, tokens, heads, levels, points, 2) * 1.1 - 0.05  # some samples fall outside
+    weights = torch.rand(batch, tokens, heads, levels * points).softmax(-1).view(batch, tokens, heads, levels, points)
+    shapes_t = torch.tensor(shapes)
+    starts = torch.cat([shapes_t.new_zeros(1), (shapes_t[:, 0] * shapes_t[:, 1]).cumsum(0)[:-1]])
+    hf = MultiScaleDeformableAttention()
+    fns = {
+        "ours": lambda: ms_deform_attn_bag(value, shapes, locations, weights),
+        "reference": lambda: ms_deform_attn(value, shapes, locations, weights),
+        "hf": lambda: hf(value, shapes_t, shapes, starts, locations, weights, 64),
+    }
+    diff = max((fns["ours"]() - fns[k]()).abs().max().item() for k in ("reference", "hf"))
+    ok = diff <= TOLERANCE
+    ms = time_round_robin(fns, repeats)
+    row = [name, batch, f"{size[0]}×{size[1]}", tokens, f"{ms['ours']:.0f}", f"{ms['reference']:.0f}",
+           f"{ms['hf']:.0f}", f"{ms['hf'] / ms['ours']:.2f}×", f"{diff:.1e}", "OK" if ok else "MISMATCH"]
+    return row, ok
+
+
+def msda_suite(args) -> bool:
+    """Multi-scale deformable attention (sampling core) vs HF's; True if outputs agree."""
+    grid = [("encoder", 1, (256, 320))] if args.quick else [("encoder", 1, (800, 1066)), ("encoder", 1, (512, 683))]
+    return _run_grid(args, grid, msda_row, "Multi-scale deformable attention: ours vs Hugging Face",
+                     ["attention", "batch", "image", "queries", "ours ms", "our grid_sample ms", "HF ms", "vs HF",
+                      "max diff", f"≤{TOLERANCE:g}"])
+
+
 def _run_grid(args, grid, row_fn, title: str, header: list[str]) -> bool:
     repeats = 2 if args.quick else args.repeats
     rows, ok = [], True
@@ -328,7 +367,13 @@ def _run_grid(args, grid, row_fn, title: str, header: list[str]) -> bool:
     return ok
 
 
-SUITES = {"backbone": backbone_suite, "segformer": segformer_suite, "glpn": glpn_suite, "detr": detr_suite}
+SUITES = {
+    "backbone": backbone_suite,
+    "segformer": segformer_suite,
+    "glpn": glpn_suite,
+    "detr": detr_suite,
+    "msda": msda_suite,
+}
 
 
 def main(argv=None) -> int:

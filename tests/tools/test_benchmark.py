@@ -10,7 +10,7 @@ pytest.importorskip("timm")
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
 
 
-@pytest.mark.parametrize("suite", ["backbone", "segformer", "glpn", "detr"])
+@pytest.mark.parametrize("suite", ["backbone", "segformer", "glpn", "detr", "msda"])
 def test_quick_suite(suite):
     result = subprocess.run([sys.executable, str(TOOL), suite, "--quick"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
