@@ -368,6 +368,13 @@ MIT_VARIANTS = {
 }
 
 
+# The Hugging Face Segformer / GLPN config fields that describe the encoder (PVTv2Config knobs of the same name).
+HF_MIT_FIELDS = (
+    "num_channels", "depths", "hidden_sizes", "num_attention_heads", "mlp_ratios", "sr_ratios", "patch_sizes",
+    "strides", "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate",
+)
+
+
 def mit_variant(arch: dict) -> tuple[str, dict]:
     """The registered MiT variant with ``arch``'s hidden sizes and depths (else mit_b0), and the
     ``PVTv2Config`` overrides that turn it into ``arch`` (for configs read from other libraries)."""

@@ -9,7 +9,8 @@ import re
 from typing import Sequence
 
 from torch import nn
-from torchvision.models.resnet import Bottleneck, ResNet as _TorchvisionResNet
+from torchvision.models.resnet import Bottleneck
+from torchvision.models.resnet import ResNet as _TorchvisionResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .base import STAGE_NAMES, Backbone

@@ -8,9 +8,11 @@ CUDA kernel, which treats a location as pixel ``loc * size - 0.5`` with zero out
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 
 def _shapes(spatial_shapes) -> list[tuple[int, int]]:
     if isinstance(spatial_shapes, torch.Tensor):

@@ -1,6 +1,7 @@
 """Checkpoints that survive being killed at any moment: write to a temporary file, fsync, rename."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -103,3 +104,25 @@ def _tensors(obj, path: Path) -> dict:
     if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path} does not hold a state dict (found {type(obj).__name__} without tensors)")
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def read_config_json(
+    path: Path, task: str, model_type: str, architecture: str | None = None, head: str = "task head"
+) -> tuple[dict | None, dict | None]:
+    """A ``config.json`` (in a Hugging Face folder or beside a weights file) -> ``(our model config, None)``
+    for ours (``{"task": ..., "model": config}``) or ``(None, the Hugging Face config dict)``, checked to be of
+    ``model_type`` (and to list ``architecture`` when it names its architectures)."""
+    if not path.is_file():
+        raise ValueError(f"{path.parent} is not a Hugging Face model folder: config.json is missing")
+    cfg = json.loads(path.read_text())
+    if "task" in cfg:
+        return our_model_config(cfg, task, path), None
+    if cfg.get("model_type") != model_type:
+        raise ValueError(f"{path} describes a {cfg.get('model_type')!r} model; expected model_type {model_type!r}")
+    architectures = cfg.get("architectures") or [architecture]
+    if architecture is not None and architecture not in architectures:
+        raise ValueError(
+            f"{path.parent} holds a {', '.join(architectures)} without a {head}; expected {architecture} "
+            "(for the encoder alone use backbones.build_backbone(name, weights=...))"
+        )
+    return None, cfg

@@ -6,7 +6,6 @@ weight conversion and the architecture read from each format live here too.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -16,11 +15,11 @@ import torch
 from torch import nn
 
 from backbones import build_backbone, read_state_dict
-from backbones.pvt_v2 import mit_variant
+from backbones.pvt_v2 import HF_MIT_FIELDS, mit_variant
 from backbones.pvt_v2_weights import convert_pvt_v2_state_dict
 from backbones.weights import ConvertedWeights, check_state_dict
 from heads.glpn_head import GLPNHead
-from tasks.common.checkpoint import our_model_config, read_model_file
+from tasks.common.checkpoint import read_config_json, read_model_file
 
 _RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
 
@@ -127,24 +126,8 @@ def _read_checkpoint(p: Path) -> tuple[dict, dict]:
 
 
 def _config_from_json(path: Path) -> dict:
-    """Our ``{"task": "depth", "model": config}`` or a Hugging Face GLPNForDepthEstimation config."""
-    if not path.is_file():
-        raise ValueError(f"{path.parent} is not a Hugging Face model folder: config.json is missing")
-    cfg = json.loads(path.read_text())
-    if "task" in cfg:
-        return our_model_config(cfg, "depth", path)
-    if cfg.get("model_type") != "glpn":
-        raise ValueError(
-            f"{path} describes a {cfg.get('model_type')!r} model; expected a Hugging Face "
-            "GLPNForDepthEstimation (model_type 'glpn')"
-        )
-    architectures = cfg.get("architectures") or ["GLPNForDepthEstimation"]
-    if "GLPNForDepthEstimation" not in architectures:
-        raise ValueError(
-            f"{path.parent} holds a {', '.join(architectures)} without a depth head; expected "
-            "GLPNForDepthEstimation (for the encoder alone use backbones.build_backbone('mit_bX', weights=...))"
-        )
-    return _config_from_hf(cfg)
+    ours, hf = read_config_json(path, "depth", "glpn", "GLPNForDepthEstimation", "depth head")
+    return ours if ours is not None else _config_from_hf(hf)
 
 
 # Hugging Face GLPNConfig defaults, for config.json files that leave a field out.
@@ -153,10 +136,6 @@ _HF_DEFAULTS = dict(
     hidden_sizes=[32, 64, 160, 256], patch_sizes=[7, 3, 3, 3], strides=[4, 2, 2, 2],
     num_attention_heads=[1, 2, 5, 8], mlp_ratios=[4, 4, 4, 4], hidden_act="gelu", hidden_dropout_prob=0.0,
     attention_probs_dropout_prob=0.0, drop_path_rate=0.1, decoder_hidden_size=64, max_depth=10, head_in_index=-1,
-)
-_HF_BACKBONE_FIELDS = (
-    "num_channels", "depths", "hidden_sizes", "num_attention_heads", "mlp_ratios", "sr_ratios", "patch_sizes",
-    "strides", "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate",
 )
 
 
@@ -169,7 +148,7 @@ def _config_from_hf(cfg: Mapping) -> dict:
             f"head_in_index={cfg['head_in_index']} is not supported: the depth head reads the full-resolution "
             "decoder output (-1)"
         )
-    name, args = mit_variant({k: cfg[k] for k in _HF_BACKBONE_FIELDS})
+    name, args = mit_variant({k: cfg[k] for k in HF_MIT_FIELDS})
     args.update(layer_norm_eps=1e-5, embed_layer_norm_eps=1e-5)  # HF GLPN's LayerNorms ignore config eps
     return dict(backbone=name, max_depth=float(cfg["max_depth"]), decoder_dim=cfg["decoder_hidden_size"],
                 backbone_args=args)

@@ -11,7 +11,6 @@ folders (transformers 4.x names, as 5.x also writes, and the 5.x in-memory names
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -24,7 +23,7 @@ from backbones import build_backbone, read_state_dict
 from backbones.weights import ConvertedWeights, check_state_dict
 from heads.deformable_detr import DeformableDETRHead
 from heads.deformable_detr.ms_deform_attn import MSDeformAttn
-from tasks.common.checkpoint import our_model_config, read_model_file
+from tasks.common.checkpoint import read_config_json, read_model_file
 
 _RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
 # The published checkpoints' backbone: torchvision ResNet-50, frozen BN, stem and layer1 not trained.
@@ -196,14 +195,8 @@ def _read_checkpoint(p: Path) -> tuple[dict, dict]:
 
 
 def _config_from_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ValueError(f"{path.parent} is not a Hugging Face model folder: config.json is missing")
-    cfg = json.loads(path.read_text())
-    if "task" in cfg:
-        return our_model_config(cfg, "detection", path)
-    if cfg.get("model_type") != "deformable_detr":
-        raise ValueError(f"{path} describes a {cfg.get('model_type')!r} model, not 'deformable_detr'")
-    return _config_from_hf(cfg, path)
+    ours, hf = read_config_json(path, "detection", "deformable_detr", None)
+    return ours if ours is not None else _config_from_hf(hf, path)
 
 
 def _config_from_hf(cfg: Mapping, source) -> dict:

@@ -19,9 +19,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from tasks.common.transforms import Compose, sample_rng  # noqa: F401  (Compose: part of this API)
-from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
