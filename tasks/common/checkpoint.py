@@ -126,3 +126,44 @@ def read_config_json(
             "(for the encoder alone use backbones.build_backbone(name, weights=...))"
         )
     return None, cfg
+
+
+def read_pretrained(path, task: str, config_from_json, config_from_weights=None, other: str = "") -> tuple[dict, dict]:
+    """``(state_dict, model config)`` for a model's ``from_pretrained``: a Hugging Face folder, our checkpoint,
+    or a bare weights file whose config is a ``config.json`` beside it or, via ``config_from_weights(state_dict,
+    meta)`` (None when it cannot tell), the weights themselves; ``other`` names that last kind in errors."""
+    from backbones import read_state_dict
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"from_pretrained: {p} does not exist")
+    if p.is_dir():
+        return read_state_dict(p), config_from_json(p / "config.json")
+    state_dict, config, meta = read_model_file(p, task)
+    if config is None and (p.parent / "config.json").is_file():
+        config = config_from_json(p.parent / "config.json")
+    if config is None and config_from_weights is not None:
+        config = config_from_weights(state_dict, meta)
+    if config is None:
+        raise ValueError(
+            f"{p} is a bare state dict and no model configuration was found: expected our checkpoint "
+            f'({{"model": ..., "meta": {{"task": "{task}", "model": config}}}}), a config.json beside it'
+            + (f", or {other}" if other else "")
+        )
+    return state_dict, config
+
+
+def load_strict(model, weights, source) -> None:
+    """Load ``weights`` (``backbones.weights.ConvertedWeights``) after checking every key and shape, so a
+    failure names them all (``check_state_dict``) instead of torch's first mismatch."""
+    from backbones.weights import check_state_dict
+
+    check_state_dict(model, weights, str(source))
+    model.load_state_dict(weights.state_dict, strict=False)
+
+
+def load_model_weights(model, pretrained) -> None:
+    """Initialise ``model`` from ``pretrained`` (a model of the same architecture), strictly."""
+    from backbones.weights import ConvertedWeights
+
+    load_strict(model, ConvertedWeights(pretrained.state_dict(), {}, [], "ours", ""), "model.weights")

@@ -14,12 +14,12 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from backbones import build_backbone, read_state_dict
+from backbones import build_backbone
 from backbones.pvt_v2 import HF_MIT_FIELDS, mit_variant
 from backbones.pvt_v2_weights import convert_pvt_v2_state_dict
-from backbones.weights import ConvertedWeights, check_state_dict
+from backbones.weights import ConvertedWeights
 from heads.glpn_head import GLPNHead
-from tasks.common.checkpoint import read_config_json, read_model_file
+from tasks.common.checkpoint import load_strict, read_config_json, read_pretrained
 
 _RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
 
@@ -88,41 +88,27 @@ class GLPN(nn.Module):
         Hugging Face runs every LayerNorm with eps 1e-5, so HF folders load with ``layer_norm_eps=1e-5,
         embed_layer_norm_eps=1e-5`` (outputs equal HF's); pass ``layer_norm_eps=1e-6`` to use the eps the MiT weights were trained with in GLPDepth.
         """
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"GLPN.from_pretrained: {p} does not exist")
-        if p.is_dir():
-            config = _config_from_json(p / "config.json")
-            state_dict = read_state_dict(p)
-        else:
-            state_dict, config = _read_checkpoint(p)
+        state_dict, config = read_pretrained(
+            path, "depth", _config_from_json, _config_from_glpdepth_file,
+            "an original GLPDepth checkpoint (module.decoder.bot_conv.*)",
+        )
         config["backbone_args"] = {**(config.get("backbone_args") or {}), **backbone_args}
         if max_depth is not None:
             config["max_depth"] = max_depth
         model = cls(**config)
         weights = convert_glpn_state_dict(state_dict, model.backbone.convert_state_dict)
-        check_state_dict(model, weights, str(p))
-        model.load_state_dict(weights.state_dict, strict=False)  # strictness was checked above, with better messages
+        load_strict(model, weights, path)
         return model.eval()
 
 
 # --- reading checkpoints -----------------------------------------------------------------------------
 
 
-def _read_checkpoint(p: Path) -> tuple[dict, dict]:
-    """A weights file -> ``(state_dict, GLPN config)``; the config comes from the file or beside it."""
-    state_dict, config, meta = read_model_file(p, "depth")
-    if config is not None:
-        return state_dict, config
-    if (p.parent / "config.json").is_file():
-        return state_dict, _config_from_json(p.parent / "config.json")
+def _config_from_glpdepth_file(state_dict: Mapping, meta) -> dict | None:
+    """The config of a checkpoint of the original code, read from its weight shapes (None if it is not one)."""
     if any(k.endswith("decoder.bot_conv.weight") for k in state_dict):
-        return state_dict, _config_from_glpdepth(state_dict)
-    raise ValueError(
-        f"{p} is a bare state dict and no model configuration was found: expected our checkpoint "
-        '({"model": ..., "meta": {"task": "depth", "model": config}}), a config.json beside it, '
-        "or an original GLPDepth checkpoint (module.decoder.bot_conv.*)"
-    )
+        return _config_from_glpdepth(state_dict)
+    return None
 
 
 def _config_from_json(path: Path) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from backbones.weights import ConvertedWeights, check_state_dict
+from tasks.common.checkpoint import load_model_weights
 from tasks.common.config import Config
 from tasks.common.distributed import rank0_first
 from tasks.common.synthetic import ensure_nyu_toy
@@ -33,9 +33,7 @@ class DepthTask:
         m = self.cfg.model
         model = GLPN(m.backbone, m.max_depth, m.decoder_dim, m.backbone_args, m.backbone_weights)
         if m.weights:
-            weights = ConvertedWeights(GLPN.from_pretrained(m.weights).state_dict(), {}, [], "ours", "")
-            check_state_dict(model, weights, str(m.weights))
-            model.load_state_dict(weights.state_dict)
+            load_model_weights(model, GLPN.from_pretrained(m.weights))
         return model
 
     def load_model(self, path) -> GLPN:

@@ -19,11 +19,11 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from backbones import build_backbone, read_state_dict
-from backbones.weights import ConvertedWeights, check_state_dict
+from backbones import build_backbone
+from backbones.weights import ConvertedWeights
 from heads.deformable_detr import DeformableDETRHead
 from heads.deformable_detr.ms_deform_attn import MSDeformAttn
-from tasks.common.checkpoint import read_config_json, read_model_file
+from tasks.common.checkpoint import load_strict, read_config_json, read_pretrained
 
 _RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
 # The published checkpoints' backbone: torchvision ResNet-50, frozen BN, stem and layer1 not trained.
@@ -144,20 +144,12 @@ class DeformableDETR(nn.Module):
         a Hugging Face ``DeformableDetrForObjectDetection`` folder (``config.json`` + weights; timm/torchvision
         ResNet-50 backbone), or a bare state dict with such a ``config.json`` beside it.
         """
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"DeformableDETR.from_pretrained: {p} does not exist")
-        if p.is_dir():
-            config = _config_from_json(p / "config.json")
-            state_dict = read_state_dict(p)
-        else:
-            state_dict, config = _read_checkpoint(p)
+        state_dict, config = read_pretrained(path, "detection", _config_from_json)
         model = cls(**config)
         weights = convert_deformable_detr_state_dict(
             state_dict, model.backbone.convert_state_dict, num_heads=len(model.head.class_embed)
         )
-        check_state_dict(model, weights, str(p))
-        model.load_state_dict(weights.state_dict, strict=False)  # strictness was checked above, with better messages
+        load_strict(model, weights, path)
         return model.eval()
 
 
@@ -180,18 +172,6 @@ def _image_sizes(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) ->
 
 
 # --- reading checkpoints -----------------------------------------------------------------------------
-
-
-def _read_checkpoint(p: Path) -> tuple[dict, dict]:
-    state_dict, config, meta = read_model_file(p, "detection")
-    if config is not None:
-        return state_dict, config
-    if (p.parent / "config.json").is_file():
-        return state_dict, _config_from_json(p.parent / "config.json")
-    raise ValueError(
-        f"{p} is a bare state dict and no model configuration was found: expected our checkpoint "
-        '({"model": ..., "meta": {"task": "detection", "model": config}}) or a config.json beside it'
-    )
 
 
 def _config_from_json(path: Path) -> dict:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from backbones.weights import ConvertedWeights, check_state_dict
+from tasks.common.checkpoint import load_model_weights
 from tasks.common.config import Config
 from tasks.common.distributed import rank0_first
 from tasks.common.synthetic import ensure_coco_toy
@@ -44,9 +44,7 @@ class DetectionTask:
             m.backbone_args or None, m.backbone_weights,
         )
         if m.weights:
-            weights = ConvertedWeights(DeformableDETR.from_pretrained(m.weights).state_dict(), {}, [], "ours", "")
-            check_state_dict(model, weights, str(m.weights))
-            model.load_state_dict(weights.state_dict)
+            load_model_weights(model, DeformableDETR.from_pretrained(m.weights))
         return model
 
     def load_model(self, path) -> DeformableDETR:

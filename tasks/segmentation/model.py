@@ -14,12 +14,12 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from backbones import build_backbone, read_state_dict
+from backbones import build_backbone
 from backbones.pvt_v2 import HF_MIT_FIELDS, mit_variant
 from backbones.pvt_v2_weights import convert_pvt_v2_state_dict
-from backbones.weights import ConvertedWeights, check_state_dict
+from backbones.weights import ConvertedWeights
 from heads.segformer_head import SegFormerHead
-from tasks.common.checkpoint import read_config_json, read_model_file
+from tasks.common.checkpoint import load_strict, read_config_json, read_pretrained
 
 _SMALL_BACKBONES = ("mit_b0", "mit_b1", "pvt_v2_b0", "pvt_v2_b1")  # decoder width 256; all others 768
 _RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
@@ -102,40 +102,26 @@ class SegFormer(nn.Module):
         1e-5, so HF folders load with ``layer_norm_eps=1e-5, embed_layer_norm_eps=1e-5`` (outputs equal
         HF's); pass ``layer_norm_eps=1e-6`` to use the eps the MiT weights were trained with in mmseg.
         """
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"SegFormer.from_pretrained: {p} does not exist")
-        if p.is_dir():
-            config = _config_from_json(p / "config.json")
-            state_dict = read_state_dict(p)
-        else:
-            state_dict, config = _read_checkpoint(p)
+        state_dict, config = read_pretrained(
+            path, "segmentation", _config_from_json, _config_from_mmseg_file,
+            "an mmseg SegFormer checkpoint (decode_head.linear_fuse.conv.*)",
+        )
         config["backbone_args"] = {**(config.get("backbone_args") or {}), **backbone_args}
         model = cls(**config)
         weights = convert_segformer_state_dict(state_dict, model.backbone.convert_state_dict)
-        check_state_dict(model, weights, str(p))
-        model.load_state_dict(weights.state_dict, strict=False)  # strictness was checked above, with better messages
+        load_strict(model, weights, path)
         return model.eval()
 
 
 # --- reading checkpoints -----------------------------------------------------------------------------
 
 
-def _read_checkpoint(p: Path) -> tuple[dict, dict]:
-    """A weights file -> ``(state_dict, SegFormer config)``; the config comes from the file or beside it."""
-    state_dict, config, meta = read_model_file(p, "segmentation")
-    if config is not None:
-        return state_dict, config
-    if (p.parent / "config.json").is_file():
-        return state_dict, _config_from_json(p.parent / "config.json")
+def _config_from_mmseg_file(state_dict: Mapping, meta) -> dict | None:
+    """The config of a checkpoint of the original code, read from its weight shapes (None if it is not one)."""
     if "decode_head.linear_fuse.conv.weight" in state_dict:
         classes = meta.get("CLASSES") if isinstance(meta, Mapping) else None
-        return state_dict, _config_from_mmseg(state_dict, classes)
-    raise ValueError(
-        f"{p} is a bare state dict and no model configuration was found: expected our checkpoint "
-        '({"model": ..., "meta": {"task": "segmentation", "model": config}}), a config.json beside it, '
-        "or an mmseg SegFormer checkpoint (decode_head.linear_fuse.conv.*)"
-    )
+        return _config_from_mmseg(state_dict, classes)
+    return None
 
 
 def _config_from_json(path: Path) -> dict:

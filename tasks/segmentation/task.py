@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from backbones.weights import ConvertedWeights, check_state_dict
+from tasks.common.checkpoint import load_model_weights
 from tasks.common.config import Config
 from tasks.common.distributed import rank0_first
 from tasks.common.synthetic import SHAPE_CLASSES, ensure_ade20k_toy
@@ -48,10 +48,7 @@ class SegmentationTask:
             m.backbone, m.num_classes, m.decoder_dim, m.dropout, m.backbone_args, m.backbone_weights, self.class_names
         )
         if m.weights:
-            init = SegFormer.from_pretrained(m.weights)
-            weights = ConvertedWeights(init.state_dict(), {}, [], "ours", "")
-            check_state_dict(model, weights, str(m.weights))
-            model.load_state_dict(weights.state_dict)
+            load_model_weights(model, SegFormer.from_pretrained(m.weights))
         return model
 
     def load_model(self, path) -> SegFormer:
