@@ -15,9 +15,12 @@ from torch import nn
 
 
 def _shapes(spatial_shapes) -> list[tuple[int, int]]:
+    """(h, w) per level. ``torch.SymInt`` sizes (``torch.export``, ``torch.compile(dynamic=True)``) pass
+    through unchanged: ``int()`` would bake the example's size into the graph."""
     if isinstance(spatial_shapes, torch.Tensor):
         spatial_shapes = spatial_shapes.tolist()
-    return [(int(h), int(w)) for h, w in spatial_shapes]
+    return [(h if isinstance(h, torch.SymInt) else int(h), w if isinstance(w, torch.SymInt) else int(w))
+            for h, w in spatial_shapes]
 
 
 def ms_deform_attn(
@@ -69,7 +72,8 @@ class MSDeformAttn(nn.Module):
     contribute zero. Key names (``sampling_offsets``, ``attention_weights``, ``value_proj``,
     ``output_proj``) are the original's and Hugging Face's. ``sampler``: ``"grid_sample"``
     (``ms_deform_attn``, the reference), ``"embedding_bag"`` (``ms_deform_attn_bag``, the same numbers up to
-    float rounding, faster on CPU and with less memory) or ``"auto"`` (embedding_bag on CPU).
+    float rounding, faster on CPU and with less memory), ``"gather"`` (``ms_deform_attn_gather``: gathers and
+    arithmetic only, for export; ``set_sampler(model, "gather")``) or ``"auto"`` (embedding_bag on CPU).
     """
 
     def __init__(
@@ -123,9 +127,10 @@ class MSDeformAttn(nn.Module):
         offsets = self.sampling_offsets(query).view(B, Q, heads, L, P, 2)
         weights = self.attention_weights(query).view(B, Q, heads, L * P).softmax(-1).view(B, Q, heads, L, P)
         if reference_points.shape[-1] == 2:
-            shapes = torch.as_tensor(_shapes(spatial_shapes), dtype=query.dtype, device=query.device)
-            normalizer = shapes.flip(-1)  # (w, h), to match (x, y)
-            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+            # offset / (w, h) per level, divided by the (possibly symbolic) sizes: no tensor of Python ints
+            scaled = [torch.stack((offsets[:, :, :, level, :, 0] / w, offsets[:, :, :, level, :, 1] / h), -1)
+                      for level, (h, w) in enumerate(_shapes(spatial_shapes))]
+            locations = reference_points[:, :, None, :, None, :] + torch.stack(scaled, 3)
         elif reference_points.shape[-1] == 4:
             box = reference_points[:, :, None, :, None, :]
             locations = box[..., :2] + offsets / P * box[..., 2:] * 0.5
@@ -187,4 +192,64 @@ def ms_deform_attn_bag(
     return out.view(B, Q, heads * d).to(out_dtype)
 
 
-_SAMPLERS = {"grid_sample": ms_deform_attn, "embedding_bag": ms_deform_attn_bag}
+def ms_deform_attn_gather(
+    value: torch.Tensor,
+    spatial_shapes,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """The same as ``ms_deform_attn`` with gathers and arithmetic only (no ``grid_sample``, no
+    ``embedding_bag``): for export to runtimes that lack or miscompile GridSample (TensorRT drops
+    detections with it). Zero padding and ``align_corners=False`` as the reference.
+
+    Sizes stay symbolic: ``spatial_shapes`` may hold ``torch.SymInt`` (``torch.export``) and nothing is
+    turned into a Python int, so an exported graph is right at every input size.
+    """
+    shapes = _shapes(spatial_shapes)
+    B, S, heads, d = value.shape
+    _, Q, _, L, P, _ = sampling_locations.shape
+    out_dtype = value.dtype
+    compute = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
+    device = value.device
+    with torch.autocast(device.type, enabled=False):
+        loc, attn = sampling_locations.to(compute), attention_weights.to(compute)
+        # Row of (image b, head m) value token t in the flat table: (b * heads + m) * S + t.
+        base = (torch.arange(B, device=device)[:, None] * heads + torch.arange(heads, device=device)) * S
+        base = base[:, None, :, None]  # [B, 1, heads, 1]
+        indices, weights, start = [], [], 0
+        for level, (h, w) in enumerate(shapes):
+            # Pixel coordinates as the kernel defines them; non-finite or far-away ones are moved to just
+            # outside the map (all four corners read zero there, as in the reference; gradients are zero).
+            x = (loc[:, :, :, level, :, 0] * w - 0.5).nan_to_num(-2.0, -2.0, -2.0).clamp(-2.0, w + 1.0)
+            y = (loc[:, :, :, level, :, 1] * h - 0.5).nan_to_num(-2.0, -2.0, -2.0).clamp(-2.0, h + 1.0)
+            x0, y0 = x.floor(), y.floor()
+            fx, fy = x - x0, y - y0
+            x0, y0 = x0.long(), y0.long()
+            a = attn[:, :, :, level]  # [B, Q, heads, P]
+            for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+                cx, cy = x0 + dx, y0 + dy
+                inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+                flat = base + start + cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1)  # in range even when outside
+                indices.append(flat)
+                weights.append(a * (fx if dx else 1 - fx) * (fy if dy else 1 - fy) * inside.to(compute))
+            start = start + h * w
+        indices = torch.stack(indices, -1).reshape(B, Q, heads, -1)  # [B, Q, heads, L * 4 * P]
+        weights = torch.stack(weights, -1).reshape(B, Q, heads, 1, -1)
+        table = value.to(compute).transpose(1, 2).reshape(-1, d)  # [B * heads * S, d]
+        sampled = table[indices]  # [B, Q, heads, L * 4 * P, d]
+        out = (weights @ sampled).reshape(B, Q, heads * d)
+    return out.to(out_dtype)
+
+
+_SAMPLERS = {"grid_sample": ms_deform_attn, "embedding_bag": ms_deform_attn_bag, "gather": ms_deform_attn_gather}
+
+
+def set_sampler(model: nn.Module, sampler: str) -> nn.Module:
+    """Set ``sampler`` (``"auto"``, ``"grid_sample"``, ``"embedding_bag"`` or ``"gather"``) on every
+    ``MSDeformAttn`` in ``model``; returns ``model``. ``"gather"`` is the one to export for TensorRT."""
+    if sampler != "auto" and sampler not in _SAMPLERS:
+        raise ValueError(f"set_sampler: sampler must be 'auto' or one of {sorted(_SAMPLERS)}, got {sampler!r}")
+    for module in model.modules():
+        if isinstance(module, MSDeformAttn):
+            module.sampler = sampler
+    return model
