@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import random
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -12,22 +13,64 @@ import numpy as np
 import torch
 
 
+class WriteError(OSError):
+    """A file could not be written (disk full, read-only, quota ...); the previous version is unchanged."""
+
+    def __init__(self, path: str | Path, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror} (the previous file, if any, is unchanged)"
+
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)$")
+
+
 def _write_atomic(path: str | Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename it over ``path``:
-    readers only ever see the old or the complete new file, even if the process is killed mid-write."""
+    readers only ever see the old or the complete new file, even if the process is killed mid-write.
+    On any failure the temporary file is removed; an OSError becomes a ``WriteError`` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)  # a half-written file would keep a full disk full
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise WriteError(path, e) from e
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.tmp<pid>``) that processes which no longer run left in
+    ``folder`` (killed mid-write); a live process's file is kept. Returns the removed paths."""
+    removed = []
+    for p in Path(folder).glob(".*.tmp*") if Path(folder).is_dir() else ():
+        match = _TEMP.match(p.name)
+        if match and p.is_file() and not _alive(int(match["pid"])):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def save_atomic(obj, path: str | Path) -> None:
@@ -39,10 +82,19 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def load(path: str | Path) -> dict:
+    """A checkpoint as a dict (``torch.load`` with ``weights_only=True``). A missing file is a
+    FileNotFoundError, an unreadable one (truncated, not a checkpoint) a ValueError naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or not written by torch.save): {reason}") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint dict")
+    return state
 
 
 def rng_state() -> dict:
