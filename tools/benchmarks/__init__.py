@@ -1,0 +1,1 @@
+"""Benchmark suites behind ``tools/benchmark.py``: one module per suite over the timing loop in ``common``."""
