@@ -35,10 +35,12 @@ def build_backbone(
     weights: str | os.PathLike | None = None,
     **overrides,
 ) -> nn.Module:
-    """Build a registered backbone, optionally loading weights from a local file or folder.
+    """Build a registered backbone, optionally loading weights.
 
-    ``weights`` may be in any format the backbone understands (see ``backbones.weights``); loading is
-    strict, and keys that belong to a classifier or task head are reported and dropped.
+    ``weights`` is a local file or folder (an existing path wins), a Hugging Face hub id ``org/name[@revision]``
+    (downloaded once into the hub cache; see ``backbones.hub``), or ``"imagenet"`` for the published ImageNet-1K
+    weights of ``name`` (``backbones.hub.IMAGENET_WEIGHTS``). Any format the backbone understands loads (see
+    ``backbones.weights``); loading is strict, and keys of a classifier or task head are reported and dropped.
     """
     if not isinstance(name, str):
         raise TypeError(f"build_backbone: name must be a str, got {type(name).__name__}")

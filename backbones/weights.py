@@ -44,12 +44,11 @@ def find_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> tuple[di
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a flat ``{key: Tensor}`` from a weights file or a Hugging Face model folder."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"weights must be a path (str or os.PathLike), got {type(path).__name__}")
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"weights not found: {p} (expected a weights file or a Hugging Face model folder)")
+    """Read a flat ``{key: Tensor}`` from a weights file, a Hugging Face model folder (a timm hub folder too:
+    ``config.json`` with ``architecture``) or a hub id ``org/name[@revision]`` (see ``backbones.hub``)."""
+    from .hub import resolve
+
+    p = resolve(path)  # an existing local path wins; a hub id becomes its cached snapshot folder
     if p.is_dir():
         return _read_folder(p)
     suffix = p.suffix.lower()
@@ -134,7 +133,16 @@ def check_state_dict(model: nn.Module, weights: ConvertedWeights, source: str) -
 
 
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> ConvertedWeights:
-    """Read, convert and strictly load weights into ``model``; returns what was loaded and dropped."""
+    """Read, convert and strictly load weights into ``model``; returns what was loaded and dropped.
+
+    ``path`` is a local file or folder, a hub id, or ``"imagenet"``: the published ImageNet-1K weights of the
+    model's registered name (``backbones.hub.IMAGENET_WEIGHTS``). The keyword wins over a local folder of
+    that name (often the ImageNet data set itself); write ``./imagenet`` to mean the folder.
+    """
+    if isinstance(path, str) and path == "imagenet":
+        from .hub import imagenet_weights
+
+        path = imagenet_weights(getattr(model, "name", type(model).__name__))
     weights = model.convert_state_dict(read_state_dict(path))
     check_state_dict(model, weights, str(path))
     model.load_state_dict(weights.state_dict, strict=False)  # strictness was checked above, with better messages
