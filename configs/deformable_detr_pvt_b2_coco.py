@@ -2,7 +2,7 @@
 
 Data: data/coco/{train2017,val2017}/ and data/coco/annotations/instances_{train,val}2017.json; raw category ids
 as classes (91 = max id + 1, no background logit; crowd boxes are dropped from training targets and act as
-ignore regions in evaluation). Weights: the ImageNet-1k PVTv2-b2 release at pretrained/pvt_v2_b2.pth.
+ignore regions in evaluation). Weights: the ImageNet-1k PVTv2-b2 release by hub id OpenGVLab/pvt_v2_b2.
 
 AdamW 2e-4, backbone 2e-5, sampling offsets and reference points x0.1, weight decay 1e-4 (none on norms and
 biases), gradient clip 0.1, 50 epochs with the drop (x0.1) at epoch 40, counted from the real dataset size.
@@ -16,7 +16,7 @@ from tasks.detection.presets import coco, deformable_detr
 
 config = Config(
     task="detection",
-    model=deformable_detr("pvt_v2_b2", num_classes=91, num_queries=300, backbone_weights="pretrained/pvt_v2_b2.pth",
+    model=deformable_detr("pvt_v2_b2", num_classes=91, num_queries=300, backbone_weights="OpenGVLab/pvt_v2_b2",
                           backbone_args={"drop_path_rate": 0.1}),
     data=coco("data/coco", batch_size=4, val_batch_size=2, num_workers=4),
     optimizer=OptimizerConfig(

@@ -2,7 +2,8 @@
 
 Data: the GLPDepth layout under data/nyu/nyu_depth_v2/ (the BTS "sync" training scenes, official_splits/test/)
 with GLPDepth's list files (code/dataset/filenames/nyudepthv2/{train,test}_list.txt: 24,231 / 654 pairs).
-Weights: the ImageNet-1k PVTv2-b4 release at pretrained/pvt_v2_b4.pth; nothing is downloaded.
+Weights: the ImageNet-1k PVTv2-b4 release by hub id (downloaded once into the Hugging Face cache); a local
+file or folder works too and wins.
 
 Adam without weight decay; the one-cycle schedule 3e-5 -> 1e-4 -> 3e-5 (power 0.9) spans the real number of
 iterations: 25 epochs x (training pairs // total batch), counted from the list when training starts (the
@@ -15,7 +16,7 @@ from tasks.depth.presets import glpn, nyu
 
 config = Config(
     task="depth",
-    model=glpn("pvt_v2_b4", max_depth=10.0, backbone_weights="pretrained/pvt_v2_b4.pth"),
+    model=glpn("pvt_v2_b4", max_depth=10.0, backbone_weights="OpenGVLab/pvt_v2_b4"),
     data=nyu(
         "data/nyu",
         train_list="data/nyu/filenames/train_list.txt",

@@ -1,8 +1,8 @@
 """SegFormer all-MLP head on PVTv2-b2, ADE20K: the SegFormer recipe (NVlabs segformer.b2.512x512.ade.160k).
 
 Data: ADEChallengeData2016 under data/ade/ (images/ and annotations/, training/ and validation/).
-Weights: the ImageNet-1k PVTv2-b2 release (whai362/PVT pvt_v2_b2.pth, timm or Hugging Face format) at
-pretrained/pvt_v2_b2.pth; nothing is downloaded.
+Weights: the ImageNet-1k PVTv2-b2 release by hub id (downloaded once into the Hugging Face cache; offline:
+`huggingface-cli download OpenGVLab/pvt_v2_b2` first). A local file or folder works too and wins.
 
 Total batch 16 = data.batch_size x processes x schedule.grad_accum. The paper: 8 GPUs x 2. Fewer devices:
   4 GPUs: --cfg-options data.batch_size=4            (4 x 4 x 1)
@@ -16,7 +16,7 @@ from tasks.segmentation.presets import ade20k, segformer
 
 config = Config(
     task="segmentation",
-    model=segformer("pvt_v2_b2", num_classes=150, drop_path_rate=0.1, backbone_weights="pretrained/pvt_v2_b2.pth"),
+    model=segformer("pvt_v2_b2", num_classes=150, drop_path_rate=0.1, backbone_weights="OpenGVLab/pvt_v2_b2"),
     data=ade20k("data/ade/ADEChallengeData2016", crop=512, batch_size=2, num_workers=4),
     optimizer=adamw(lr=6e-5, weight_decay=0.01, lr_mults={"head": 10.0}),  # no decay on norms and biases
     schedule=poly(
