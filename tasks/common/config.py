@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import runpy
+import traceback
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,9 +37,10 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    max_iters: int = 1000
-    # Epoch-based recipes: when set, max_iters = epochs x (training samples // total batch), computed from the
-    # real dataset size when training starts, and epoch_milestones become step milestones the same way.
+    # Set exactly one of max_iters and epochs. Epoch-based recipes: max_iters = epochs x (training samples //
+    # total batch), computed from the real dataset size when training starts, and epoch_milestones become step
+    # milestones the same way. Setting both is an error (never a silent overwrite).
+    max_iters: int | None = None
     epochs: int | None = None
     epoch_milestones: tuple[int, ...] = ()
     policy: str = "poly"  # poly | step | cosine | onecycle | constant
@@ -90,12 +92,34 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"config file not found: {p}")
     try:
         namespace = runpy.run_path(str(p))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{p}: {e}") from e
+    except SyntaxError as e:
+        raise ConfigError(f"{p}, line {e.lineno}: {e.msg}") from e
+    except Exception as e:  # a bad import, a typo in a name or argument: say where in the config file
+        raise ConfigError(f"{_where(p, e)}: {type(e).__name__}: {e}") from e
     cfg = namespace.get("config")
     if not isinstance(cfg, Config):
         raise ConfigError(f"{p} must define `config = Config(...)`, found {type(cfg).__name__}")
     return cfg
+
+
+def _where(path: Path, error: BaseException) -> str:
+    """``path, line N`` for the innermost line of the config file in ``error``'s traceback."""
+    line = None
+    for frame, lineno in traceback.walk_tb(error.__traceback__):
+        if Path(frame.f_code.co_filename).resolve() == path.resolve():
+            line = lineno
+    return f"{path}, line {line}" if line else str(path)
+
+
+def source_line(path: str | Path, value: str) -> str:
+    """``path, line N`` for the first line of a config file that holds the string literal ``value`` (e.g. a
+    misspelt task name), or ``path`` alone."""
+    p = Path(path)
+    if p.is_file():
+        for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
+            if f'"{value}"' in line or f"'{value}'" in line:
+                return f"{p}, line {n}"
+    return str(p)
 
 
 def apply_options(cfg: Config, options: list[str]) -> Config:
@@ -161,8 +185,9 @@ def _coerce(key: str, value, hint, current):
 
 def validate(cfg: Config) -> None:
     """Check the values every config shares, so a bad one fails before any work with its dotted name."""
+    _check_length(cfg.schedule)
     positive = {
-        "schedule.max_iters": cfg.schedule.max_iters,
+        "schedule.max_iters": cfg.schedule.max_iters if cfg.schedule.epochs is None else 1,
         "schedule.eval_interval": cfg.schedule.eval_interval,
         "schedule.checkpoint_interval": cfg.schedule.checkpoint_interval,
         "schedule.log_interval": cfg.schedule.log_interval,
@@ -177,6 +202,24 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.num_workers must be an int >= 0, got {workers!r}")
     if cfg.optimizer.lr <= 0:
         raise ConfigError(f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
+
+
+def _check_length(sched: ScheduleConfig) -> None:
+    """Exactly one of ``max_iters`` and ``epochs``; epoch milestones only with epochs."""
+    if sched.max_iters is not None and sched.epochs is not None:
+        raise ConfigError(
+            f"schedule.max_iters={sched.max_iters} and schedule.epochs={sched.epochs} are both set; set one "
+            "(e.g. --cfg-options schedule.epochs=None schedule.max_iters=N)"
+        )
+    if sched.max_iters is None and sched.epochs is None:
+        raise ConfigError("set schedule.max_iters (iterations) or schedule.epochs (passes over the training set)")
+    if sched.epochs is not None and (isinstance(sched.epochs, bool) or not isinstance(sched.epochs, int) or sched.epochs < 1):
+        raise ConfigError(f"schedule.epochs must be an int >= 1, got {sched.epochs!r}")
+    if sched.epochs is None and sched.epoch_milestones:
+        raise ConfigError(
+            f"schedule.epoch_milestones={tuple(sched.epoch_milestones)} needs schedule.epochs; with schedule.max_iters "
+            "give iteration milestones instead (schedule.milestones=(...) schedule.epoch_milestones=())"
+        )
 
 
 def to_dict(cfg) -> dict:

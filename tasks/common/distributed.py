@@ -1,4 +1,9 @@
-"""torch.distributed set-up for ``torchrun`` (gloo on CPU, nccl on CUDA) and small helpers."""
+"""torch.distributed set-up for ``torchrun`` and small helpers.
+
+On CUDA the process group has two backends, ``"cpu:gloo,cuda:nccl"``: NCCL for the tensors on the GPU (the
+loss terms, BatchNorm buffers, gradients) and gloo for the small CPU tensors and Python objects the engine
+and the evaluators exchange (the stop flag, RNG states, metric counts). NCCL alone rejects CPU tensors.
+"""
 from __future__ import annotations
 
 import os
@@ -39,13 +44,19 @@ def init_distributed(device: str) -> DistInfo:
     if world_size > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group(process_group_backend(dev))
     rank = dist.get_rank() if dist.is_initialized() else 0
     return DistInfo(rank, dist.get_world_size() if dist.is_initialized() else 1, dev)
 
 
+def process_group_backend(device: torch.device) -> str:
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """A process group is set up (``init_distributed`` makes one for WORLD_SIZE > 1; a test may make a
+    one-process group, so that every collective runs)."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -8,12 +8,14 @@ A task is a small object made from a config (``tasks.get_task(cfg)``; see ``task
     load_model(path) -> nn.Module            (a checkpoint of ours or a Hugging Face folder)
     train_dataset() / val_dataset()          (the training set is indexed by (index, seed) keys)
     collate(samples) -> batch
-    loss(model, batch, device) -> {"loss_<term>": Tensor}
+    loss(model, batch, device) -> {"loss_<term>": Tensor, ...}  (optionally "loss": the weighted total; see total_loss)
+    validate() (optional)                    (the task's limits on config values; raise ValueError naming the key)
     evaluate(model, loader, device) -> {metric: float | list}   (gathers across processes)
     metrics_table(metrics) -> str
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -40,7 +42,8 @@ from .distributed import (
     broadcast_buffers,
     init_distributed,
 )
-from .logs import JsonlLog, plot_curves, scalar_metrics
+from .logs import JsonlLog, LossMeter, main_terms, plot_curves, scalar_metrics
+from .runs import archive_run, check_new_run, resume_run
 from .optim import build_optimizer, build_scheduler
 
 
@@ -85,32 +88,46 @@ def _autocast(cfg: Config, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def train_one_step(model, task, batches, optimizer, scaler, cfg: Config, info: DistInfo, iteration: int) -> dict:
-    """Accumulate ``schedule.grad_accum`` micro-batches, clip, step. Returns the mean loss terms (floats)."""
+def total_loss(losses: dict) -> torch.Tensor:
+    """What is back-propagated: ``losses["loss"]`` when the task gives it (a weighted sum of its terms, e.g.
+    Deformable-DETR's), otherwise the sum of the ``loss_*`` terms; other entries are logged statistics."""
+    if "loss" in losses:
+        return losses["loss"]
+    terms = [v for k, v in losses.items() if k.startswith("loss_")]
+    if not terms:
+        raise ValueError(f"task.loss must return 'loss' or 'loss_<term>' entries, got {sorted(losses)}")
+    return sum(terms)
+
+
+def train_one_step(model, task, batches, optimizer, scaler, cfg: Config, info: DistInfo) -> dict[str, torch.Tensor]:
+    """Accumulate ``schedule.grad_accum`` micro-batches, clip, step. Returns the step's values, detached, on the
+    device: ``loss`` (what was back-propagated), the task's terms (means over the micro-batches) and, with
+    clipping, ``grad_norm``. Nothing here waits for the device; ``LossMeter`` checks the values when read."""
     accum = cfg.schedule.grad_accum
-    totals: dict[str, float] = {}
+    keys, total = None, None
     for micro in range(accum):
         batch = next(batches)
         sync = micro == accum - 1 or not hasattr(model, "no_sync")
         with (nullcontext() if sync else model.no_sync()), _autocast(cfg, info.device):
             losses = task.loss(model, batch, info.device)
-            loss = sum(losses.values())
-        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).item() else 1.0])
-        if all_reduce_sum(bad).item() > 0:
-            values = {k: float(v.detach()) for k, v in losses.items()}
-            raise NonFiniteLoss(f"non-finite loss at iteration {iteration + 1} (micro-batch {micro}): {values}")
+            loss = total_loss(losses)
         with nullcontext() if sync else model.no_sync():
             scaler.scale(loss / accum).backward()
-        for k, v in losses.items():
-            totals[k] = totals.get(k, 0.0) + float(v.detach()) / accum
+        values = {"loss": loss, **{k: v for k, v in losses.items() if k != "loss"}}
+        if keys is not None and list(values) != keys:
+            raise ValueError(f"task.loss must return the same keys every time; got {keys}, then {list(values)}")
+        keys = list(values)
+        vec = torch.stack([v.detach().float().reshape(()) for v in values.values()]) / accum
+        total = vec if total is None else total + vec
+    out = dict(zip(keys, total.unbind()))
     if cfg.schedule.clip_grad:
         scaler.unscale_(optimizer)
         params = [p for g in optimizer.param_groups for p in g["params"]]
-        totals["grad_norm"] = float(nn.utils.clip_grad_norm_(params, cfg.schedule.clip_grad))
+        out["grad_norm"] = nn.utils.clip_grad_norm_(params, cfg.schedule.clip_grad).detach()
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return totals
+    return out
 
 
 def evaluate(task, model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
@@ -158,6 +175,8 @@ def _build(task, cfg: Config):
     """Everything made from the config; a bad value here is a config error, reported in one line."""
     validate(cfg)
     try:
+        if hasattr(task, "validate"):  # the task's own limits, e.g. a crop the backbone cannot take
+            task.validate()
         info = init_distributed(cfg.runtime.device)
         _autocast(cfg, info.device)
         train_loader = _train_loader(task, cfg, info)  # data first: a missing dataset fails before any work
@@ -198,61 +217,116 @@ def _check_total_batch(cfg: Config, info: DistInfo) -> None:
         )
 
 
-def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = None) -> dict:
-    """Train ``cfg`` in ``work_dir``; ``resume`` is a checkpoint to continue from. Returns a summary dict."""
-    work_dir = Path(work_dir)
+def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = None, restart: bool = False) -> dict:
+    """Train ``cfg`` in ``work_dir``; ``resume`` is a checkpoint to continue from. A work dir that already holds a
+    run is refused unless ``resume`` or ``restart`` (which moves that run's files aside; see ``runs.py``).
+    ``cfg`` itself is not changed (an epoch schedule is resolved on a copy). Returns a summary dict."""
+    work_dir, cfg = Path(work_dir), copy.deepcopy(cfg)
+    if resume is None:
+        check_new_run(work_dir, restart)  # every rank reads the folder before rank 0 changes anything
     info, train_loader, val_loader, model, optimizer, scheduler, scaler = _build(task, cfg)
     start, best = 0, None
     _seed(cfg.runtime.seed + info.rank)  # dropout / drop-path differ between ranks
     if resume is not None:
-        state = ckpt.load(resume)
-        for obj, key in ((model, "model"), (optimizer, "optimizer"), (scheduler, "scheduler"), (scaler, "scaler")):
-            obj.load_state_dict(state[key])
-        start, best, rng = state["iteration"], state.get("best"), state["rng"]
-        ckpt.set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
+        start, best = resume_run(Path(resume), to_dict(cfg), info.rank, model, optimizer, scheduler, scaler)
         train_loader.sampler.start = start * cfg.schedule.grad_accum * cfg.data.batch_size
     _check_total_batch(cfg, info)
     net = nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model
     batches = iter(train_loader)
     log = JsonlLog(work_dir / "log.jsonl")
     if info.is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.write_text_atomic(work_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
-        log.write({"mode": "start", "iter": start, "world_size": info.world_size, "device": str(info.device)})
+        _prepare_work_dir(work_dir, cfg, log, info, start, archive=restart and resume is None)
     stop = _StopRequest()
     result = {"iteration": start, "stopped": None, "metrics": None, "best": best}
+    saved = (Path(resume), start) if resume is not None else None  # the last good checkpoint
+    meter = LossMeter(info.device)
     bar = tqdm(total=cfg.schedule.max_iters, initial=start, disable=not info.is_main, dynamic_ncols=True)
     try:
         net.train()
         tic = time.perf_counter()
         for it in range(start, cfg.schedule.max_iters):
-            losses = train_one_step(net, task, batches, optimizer, scaler, cfg, info, it)
+            try:
+                meter.add(train_one_step(net, task, batches, optimizer, scaler, cfg, info), it + 1)
+            except Exception as e:  # e.g. the matcher refusing NaN boxes: the NaN loss before it is the cause
+                if meter.local_bad() is not None:
+                    raise _non_finite(meter.local_bad(), saved) from e
+                raise
             lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0)
             scheduler.step()
             done = result["iteration"] = it + 1
-            loss = sum(v for k, v in losses.items() if k.startswith("loss"))
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
-            if info.is_main and (done % cfg.schedule.log_interval == 0 or done == start + 1):
-                sec = (time.perf_counter() - tic) / (done - start)
-                log.write({"mode": "train", "iter": done, "lr": lr, "loss": loss, **losses, "sec_per_iter": sec})
-            if done % cfg.schedule.eval_interval == 0 or done == cfg.schedule.max_iters:
+            evaluate_now = done % cfg.schedule.eval_interval == 0 or done == cfg.schedule.max_iters
+            stop_now = all_reduce_sum(torch.tensor([float(stop.requested)])).item() > 0  # all ranks agree
+            save_now = done % cfg.schedule.checkpoint_interval == 0 or done == cfg.schedule.max_iters or stop_now
+            log_now = done % cfg.schedule.log_interval == 0 or done == start + 1
+            if log_now or evaluate_now or save_now:  # never evaluate or save weights a non-finite loss reached
+                means, bad = meter.read()
+                if bad is not None:
+                    raise _non_finite(bad, saved)
+                if log_now:
+                    meter.reset()
+                    _log_train(log, bar, info, done, lr, means, (time.perf_counter() - tic) / (done - start))
+            if evaluate_now:
                 broadcast_buffers(model)
                 metrics = evaluate(task, model, val_loader, info.device)
                 best = _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best)
                 result["metrics"], result["best"] = metrics, best
-            stop_now = all_reduce_sum(torch.tensor([float(stop.requested)])).item() > 0  # all ranks agree
-            if done % cfg.schedule.checkpoint_interval == 0 or done == cfg.schedule.max_iters or stop_now:
+            if save_now:
                 _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best)
+                saved = (work_dir / "last.pth", done)
             if stop_now:
                 result["stopped"] = "signal"
                 break
     finally:
         stop.restore()
         bar.close()
-        if info.is_main and log.path.is_file():
-            plot_curves(log.read(), work_dir / "curves.png")
+        if info.is_main:
+            _plot(log, work_dir / "curves.png")
     return result
+
+
+def _prepare_work_dir(work_dir: Path, cfg: Config, log: JsonlLog, info: DistInfo, start: int, archive: bool) -> None:
+    """Rank 0, before the first iteration: move an earlier run aside (restart), delete the temporary files of
+    killed writes (they can keep a full disk full), write the resolved config and the log's start record."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    moved = archive_run(work_dir) if archive else None
+    if moved is not None:
+        tqdm.write(f"the previous run in {work_dir} moved to {moved}")
+    ckpt.remove_stale_temps(work_dir)
+    ckpt.write_text_atomic(work_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
+    log.write({
+        "mode": "start", "iter": start, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "world_size": info.world_size,
+        "device": str(info.device),
+    })
+
+
+def _log_train(log: JsonlLog, bar, info: DistInfo, done: int, lr: float, means: dict, sec: float) -> None:
+    """A train record (means over processes and over the iterations since the last one) and the progress bar's
+    total plus main terms."""
+    if not info.is_main:
+        return
+    log.write({"mode": "train", "iter": done, "lr": lr, **means, "sec_per_iter": sec})
+    shown = {k: f"{means[k]:.4f}" for k in ("loss", *main_terms(means)) if k in means}
+    bar.set_postfix(**shown, lr=f"{lr:.3g}")
+
+
+def _non_finite(bad: tuple[int, dict], saved: tuple[Path, int] | None) -> NonFiniteLoss:
+    iteration, values = bad
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+    if saved is None:
+        where = "no checkpoint was saved before it"
+    else:
+        where = f"the last good checkpoint is {saved[0]} (iteration {saved[1]})"
+    return NonFiniteLoss(f"non-finite loss at iteration {iteration}" + (f" ({shown})" if shown else "") + f"; {where}")
+
+
+def _plot(log: JsonlLog, path: Path) -> None:
+    """Draw the curves; a failure here (e.g. the disk is full) is reported and never hides the run's own error."""
+    try:
+        if log.path.is_file():
+            plot_curves(log.read(), path)
+    except Exception as e:  # noqa: BLE001 - a figure must not replace the real outcome of the run
+        tqdm.write(f"warning: {path} was not updated: {e}")
 
 
 def _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best):

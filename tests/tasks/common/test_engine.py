@@ -149,8 +149,19 @@ def test_torchrun_two_processes(tmp_path):
 
 
 def test_epoch_schedule_is_computed_from_the_dataset(tmp_path):
-    cfg = fake_config(1000, epochs=3, epoch_milestones=(2,), policy="step")
+    cfg = fake_config(None, epochs=3, epoch_milestones=(2,), policy="step")
     cfg.data.size, cfg.data.batch_size = 40, 4  # 10 iterations per epoch
     result = fit(FakeTask(cfg), cfg, tmp_path)
-    assert result["iteration"] == 30 and cfg.schedule.milestones == (20,)
-    assert json.loads((tmp_path / "config.json").read_text())["schedule"]["max_iters"] == 30
+    assert result["iteration"] == 30 and cfg.schedule.max_iters is None  # resolved on fit's own copy
+    resolved = json.loads((tmp_path / "config.json").read_text())["schedule"]
+    assert resolved["max_iters"] == 30 and resolved["milestones"] == [20]
+
+
+def test_max_iters_with_epochs_is_an_error_naming_both(tmp_path):
+    cfg = fake_config(10, epochs=3)
+    with pytest.raises(ConfigError, match="schedule.max_iters=10 and schedule.epochs=3 are both set"):
+        fit(FakeTask(cfg), cfg, tmp_path)
+    cfg = fake_config(10, epoch_milestones=(2,))
+    with pytest.raises(ConfigError, match="schedule.epoch_milestones=.2,. needs schedule.epochs"):
+        fit(FakeTask(cfg), cfg, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
