@@ -4,7 +4,7 @@ About 7 minutes on 2 idle CPU cores; AP50 >= 0.5 on the 50 validation images
 (measured: AP 0.449, AP50 0.740 after 300 iterations in 7 min 2 s).
 """
 from tasks.common.config import Config, RuntimeConfig, adamw, poly
-from tasks.detection.presets import DeformableDETRModel, ToyCocoData
+from tasks.detection.presets import DeformableDETRModel, ToyData
 
 config = Config(
     task="detection",
@@ -19,11 +19,11 @@ config = Config(
         dim_feedforward=512,
         dropout=0.0,
     ),
-    data=ToyCocoData(
+    data=ToyData(
         root="data/toy/detection",
         num_train=300,
         num_val=50,
-        size=128,
+        size=(128, 128),
         scales=(112, 128, 144),
         max_size=200,
         crop_resize=(112, 128),

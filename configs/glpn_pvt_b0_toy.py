@@ -4,12 +4,12 @@ About 3.5 minutes on 2 idle CPU cores; abs_rel <= 0.15 and d1 >= 0.80 on the 50 
 (measured: abs_rel 0.135, d1 0.838 after 300 iterations in 3 min 37 s).
 """
 from tasks.common.config import Config, OptimizerConfig, RuntimeConfig, poly
-from tasks.depth.presets import GLPNModel, ToyDepthData
+from tasks.depth.presets import GLPNModel, ToyData
 
 config = Config(
     task="depth",
     model=GLPNModel(backbone="pvt_v2_b0", max_depth=10.0, decoder_dim=64, backbone_args={}),
-    data=ToyDepthData(
+    data=ToyData(
         root="data/toy/depth",
         num_train=300,
         num_val=50,

@@ -30,11 +30,11 @@ def main(argv=None) -> int:
         task = checkpoint_task(args.checkpoint)
         if task == "segmentation":
             from tasks.segmentation import SegFormer
-            from tasks.segmentation.presets import IMAGENET_MEAN, IMAGENET_STD
+            from tasks.common.images import IMAGENET_MEAN_255, IMAGENET_STD_255
             from tasks.segmentation.visualize import infer_images
 
             model = SegFormer.from_pretrained(args.checkpoint)
-            written = infer_images(model, args.images, args.out, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            written = infer_images(model, args.images, args.out, mean=IMAGENET_MEAN_255, std=IMAGENET_STD_255,
                                    scale=tuple(args.scale), flip=args.flip)
         elif task == "depth":
             from tasks.depth import GLPN

@@ -36,43 +36,41 @@ PathLike = Union[str, Path]
 
 def read_image(path: PathLike) -> np.ndarray:
     """``uint8 [H, W, 3]`` RGB (grey images are repeated to three channels, alpha is dropped)."""
-    image = _decode(path, _COLOUR)
+    image = _decode(path, _COLOUR, "image file")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_image_unchanged(path: PathLike) -> np.ndarray:
-    """The stored array: ``[H, W]`` or ``[H, W, C]`` (BGR order for colour), in the file's dtype."""
-    return _decode(path, cv2.IMREAD_UNCHANGED)
+def read_image_unchanged(path: PathLike, what: str = "image file") -> np.ndarray:
+    """The stored array: ``[H, W]`` or ``[H, W, C]`` (BGR order for colour), in the file's dtype. ``what``
+    names the file in errors (e.g. "depth file")."""
+    return _decode(path, cv2.IMREAD_UNCHANGED, what)
 
 
-def _decode(path: PathLike, flags: int) -> np.ndarray:
+def _decode(path: PathLike, flags: int, what: str) -> np.ndarray:
     path = Path(path)
-    data = read_bytes(path)
-    check_complete(path, data)
+    data = read_bytes(path, what)
     array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if array is None:
-        raise ValueError(f"cannot read image file {path}: not an image, or a format OpenCV cannot decode")
+        raise ValueError(f"cannot read {what} {path}: not an image, or a format OpenCV cannot decode")
     return array
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes; ``FileNotFoundError`` if it is missing, ``ValueError`` if empty or unreadable."""
+def read_bytes(path: PathLike, what: str = "image file") -> bytes:
+    """The bytes of an image file, checked to be complete: ``FileNotFoundError`` if it is missing,
+    ``ValueError`` if it is empty, unreadable or a truncated JPEG or PNG."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image file {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise ValueError(f"cannot read image file {path}: {err.strerror or err}") from err
+        raise ValueError(f"cannot read {what} {path}: {err.strerror or err}") from err
     if not data:
-        raise ValueError(f"cannot read image file {path}: it is empty (0 bytes)")
-    return data
-
-
-def check_complete(path: Path, data: bytes) -> None:
-    """``ValueError`` if ``data`` is a JPEG or PNG cut short (a partial download or copy)."""
+        raise ValueError(f"cannot read {what} {path}: it is empty (0 bytes)")
     # In a JPEG's entropy-coded data every 0xFF byte is followed by 0x00 or a restart marker, so the last
     # start-of-scan marker is the last scan's, and the end-of-image marker must follow it.
     if data.startswith(_JPEG_START) and data.rfind(_JPEG_END) < max(data.rfind(_JPEG_SCAN), 0):
-        raise ValueError(f"image file {path} is truncated: the JPEG has no end-of-image marker after its last scan")
+        raise ValueError(f"{what} {path} is truncated: the JPEG has no end-of-image marker after its last scan")
     if data.startswith(_PNG_SIGNATURE) and data.rfind(_PNG_END) < 0:
-        raise ValueError(f"image file {path} is truncated: the PNG has no IEND chunk")
+        raise ValueError(f"{what} {path} is truncated: the PNG has no IEND chunk")
+    return data

@@ -1,9 +1,11 @@
-"""Synthetic scenes of textured shapes on a textured ground plane, written in the real on-disk formats.
+"""Synthetic scenes of textured shapes on a textured ground plane, and what writing them to disk needs.
 
 The toy configs train from scratch on a laptop CPU in minutes, so the data must be learnable from
-little while still exercising the real loaders: ``write_ade20k_layout``, ``write_nyu_layout`` and
-``write_coco_layout`` write the ADE20K, NYU Depth v2 (GLPDepth/BTS) and COCO layouts, and the
-``ensure_*_toy`` helpers (re)generate them only when needed.
+little while still exercising the real loaders. This module renders the scenes (``make_scene``) and holds
+the machinery every toy writer shares (seeding, progress, completion markers, file encoding); each task's
+``toy.py`` writes them in its real on-disk format next to the reader of that format:
+``tasks.segmentation.toy`` (ADE20K), ``tasks.depth.toy`` (NYU Depth v2, GLPDepth layout) and
+``tasks.detection.toy`` (COCO), each with ``write_toy_dataset`` and ``ensure_toy_dataset``.
 
 A scene (``make_scene``) is a pinhole camera looking at a ground plane, with the horizon above the
 image (rolled by up to 8 degrees) and 1-4 upright shapes standing on the plane, each facing the camera.
@@ -30,21 +32,21 @@ Conventions: labels 0 = background, 1..3 = ``SHAPE_CLASSES``; ``bbox`` is xyxy i
 coordinates ``(x_min, y_min, x_max + 1, y_max + 1)`` of the visible mask, which is what
 ``pycocotools.mask.toBbox`` gives. An object with fewer than ``MIN_VISIBLE_PIXELS`` visible pixels is
 dropped from ``instances`` (like an unannotated speck) but keeps its pixels in ``labels`` and ``depth``.
-Every image is drawn from its own generator seeded by ``(seed, split, index)``, so a file's content
-does not depend on how many others are written.
+Every image is drawn from its own generator seeded by ``(seed, split, index)`` (``scenes``), so a file's
+content does not depend on how many others are written.
 """
 from __future__ import annotations
 
 import colorsys
 import json
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 SHAPE_CLASSES = ("circle", "square", "triangle")
@@ -55,10 +57,7 @@ FOG_COLOUR = np.array([0.78, 0.80, 0.84], np.float32)
 GENERATOR_VERSION = 1  # bump when the pictures change, so that cached datasets are regenerated
 
 _CLASS_HUES = {1: (0.0, 40.0), 2: (95.0, 145.0), 3: (200.0, 250.0)}  # degrees, per class id
-_SPLITS = {"train": 0, "val": 1}
 _JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
-_NYU_TRAIN_SCENES = ("bathroom_0001", "bedroom_0004", "kitchen_0028b", "living_room_0010", "office_0003")
-_NYU_TEST_SCENES = ("bathroom", "bedroom", "kitchen", "living_room", "office")
 
 
 class Instance(NamedTuple):
@@ -201,157 +200,28 @@ def _hsv(hue_degrees: float, saturation: float, value: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb((hue_degrees % 360) / 360, saturation, value), np.float32)
 
 
-def _scenes(seed: int, split: str, count: int, size: tuple[int, int], bar: tqdm, empty_every: int = 0):
-    """Yields (index, scene); with ``empty_every`` = n, every n-th image (from the first) has no objects."""
+# ---------------------------------------------------------------------------------------------------
+# Writing a toy dataset: what the writers in tasks/<task>/toy.py share. Markers: `.synthetic` is written
+# first and stays (this folder is ours to clear), `.complete` last; both hold the parameters as JSON. A
+# missing or different `.complete` means: generate again.
+
+SPLITS = {"train": 0, "val": 1}  # a split's code in the seed of each of its images
+
+
+def scenes(seed: int, split: str, count: int, size: tuple[int, int], bar: tqdm, *,
+           empty_every: int = 0) -> Iterator[tuple[int, Scene]]:
+    """``(index, scene)`` for the ``count`` images of ``split``, image ``index`` drawn from
+    ``default_rng([seed, SPLITS[split], index])``; with ``empty_every`` = n, every n-th image (from the first)
+    has no objects."""
     for index in range(count):
-        rng = np.random.default_rng([seed, _SPLITS[split], index])
+        rng = np.random.default_rng([seed, SPLITS[split], index])
         empty = empty_every and index % empty_every == 0
         yield index, make_scene(rng, *size, num_objects=0 if empty else None)
         bar.update()
 
 
-# ---------------------------------------------------------------------------------------------------
-# On-disk layouts
-
-
-def write_ade20k_layout(root, *, num_train: int, num_val: int, size=(128, 128), seed: int = 0) -> Path:
-    """``root/ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_{train,val}_%08d.{jpg,png}``.
-
-    Masks use the ADE encoding: 0 = not evaluated, 1 = background, 2..4 = ``SHAPE_CLASSES``, so after
-    reduce_zero_label the 4 classes are background, circle, square, triangle (0..3). A 1-pixel border
-    of every mask is 0, so the ignore path (0 -> 255) is exercised. Returns the ADEChallengeData2016 path.
-    """
-    params = _params("ade20k", num_train, num_val, size, seed)
-    out = Path(root) / "ADEChallengeData2016"
-    _begin(out, [out / "images", out / "annotations"], params)
-    with _bar("ade20k toy", num_train + num_val) as bar:
-        for split, folder, count in (("train", "training", num_train), ("val", "validation", num_val)):
-            (out / "images" / folder).mkdir(parents=True)
-            (out / "annotations" / folder).mkdir(parents=True)
-            for index, scene in _scenes(seed, split, count, size, bar):
-                name = f"ADE_{split}_{index + 1:08d}"
-                annotation = scene.labels + 1
-                annotation[[0, -1], :] = annotation[:, [0, -1]] = 0
-                _imwrite(out / "images" / folder / f"{name}.jpg", scene.image)
-                _imwrite(out / "annotations" / folder / f"{name}.png", annotation)
-    return _finish(out, params)
-
-
-def write_nyu_layout(root, *, num_train: int, num_val: int, size=(120, 160), seed: int = 0) -> Path:
-    """The GLPDepth layout under ``root/nyu_depth_v2`` (returned), ``val`` being the official test split.
-
-    Train pairs are ``<scene_dir>/rgb_%05d.jpg`` + ``sync_depth_%05d.png`` (numbered within each scene
-    directory, like BTS's sync set); test pairs are ``official_splits/test/<scene_type>/...`` (numbered
-    by a global frame index, like the labelled set). Depth PNGs are uint16 millimetres with 0 = invalid:
-    Kinect-like holes (a shadow band left of each near object, a few blobs). As in GLPDepth, lines of
-    ``train_list.txt`` are relative to ``nyu_depth_v2/`` and lines of ``test_list.txt`` to
-    ``nyu_depth_v2/official_splits/test/``; both lists sit in ``nyu_depth_v2/`` (GLPDepth ships them with
-    its code instead).
-    """
-    params = _params("nyu", num_train, num_val, size, seed)
-    out = Path(root) / "nyu_depth_v2"
-    folders = [out / name for name in (*_NYU_TRAIN_SCENES, "official_splits")]
-    _begin(out, folders + [out / "train_list.txt", out / "test_list.txt"], params)
-    splits = (("train", num_train, out, _NYU_TRAIN_SCENES, "train_list.txt"),
-              ("val", num_val, out / "official_splits" / "test", _NYU_TEST_SCENES, "test_list.txt"))
-    with _bar("nyu toy", num_train + num_val) as bar:
-        for split, count, base, scenes, list_name in splits:
-            lines = []
-            for index, scene in _scenes(seed, split, count, size, bar):
-                folder = scenes[index % len(scenes)]
-                number = index // len(scenes) if split == "train" else index
-                rgb, depth = f"rgb_{number:05d}.jpg", f"sync_depth_{number:05d}.png"
-                millimetres = np.round(scene.depth * 1000).astype(np.uint16)
-                millimetres[_kinect_holes(np.random.default_rng([seed, _SPLITS[split], index, 1]), scene.depth)] = 0
-                (base / folder).mkdir(parents=True, exist_ok=True)
-                _imwrite(base / folder / rgb, scene.image)
-                _imwrite(base / folder / depth, millimetres)
-                lines.append(f"/{folder}/{rgb} /{folder}/{depth}\n")
-            (out / list_name).write_text("".join(lines))
-    return _finish(out, params)
-
-
-def _kinect_holes(rng: np.random.Generator, depth: np.ndarray) -> np.ndarray:
-    """[H, W] bool: a 1-2 px shadow left of every depth edge (the IR projector is offset) and 0-3 blobs."""
-    step = depth[:, 1:] - depth[:, :-1]  # > 0: the surface to the right is farther, < 0: nearer
-    edge = np.zeros(depth.shape, bool)
-    edge[:, :-1] = step < -0.3
-    holes = edge.astype(np.uint8)
-    for shift in range(1, int(rng.integers(1, 3))):
-        holes[:, :-shift] |= edge[:, shift:]
-    for _ in range(int(rng.integers(0, 4))):
-        centre = (int(rng.integers(0, depth.shape[1])), int(rng.integers(0, depth.shape[0])))
-        axes = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
-        cv2.ellipse(holes, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, thickness=-1)
-    return holes.astype(bool)
-
-
-def write_coco_layout(root, *, num_train: int, num_val: int, size=(128, 128), seed: int = 0) -> Path:
-    """``root/{train2017,val2017}/%012d.jpg`` and ``root/annotations/instances_{train,val}2017.json``; returns root.
-
-    Category ids are 1..3 (``SHAPE_CLASSES``). Annotations have float ``bbox`` [x, y, w, h], ``area`` =
-    visible pixel count, ``iscrowd`` 0 and an exact compressed-RLE ``segmentation`` (real COCO uses
-    polygons for iscrowd 0; read masks with ``COCO.annToMask``, which accepts both). Image ids are
-    unique across the splits (val follows train); every 20th image, starting with the first of each
-    split, has no objects.
-    """
-    params = _params("coco", num_train, num_val, size, seed)
-    out = Path(root)
-    _begin(out, [out / "train2017", out / "val2017", out / "annotations"], params)
-    (out / "annotations").mkdir(parents=True)
-    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPE_CLASSES)]
-    with _bar("coco toy", num_train + num_val) as bar:
-        for split, count, first_id in (("train", num_train, 1), ("val", num_val, num_train + 1)):
-            (out / f"{split}2017").mkdir()
-            images, annotations = [], []
-            for index, scene in _scenes(seed, split, count, size, bar, empty_every=20):
-                image_id = first_id + index
-                file_name = f"{image_id:012d}.jpg"
-                _imwrite(out / f"{split}2017" / file_name, scene.image)
-                images.append({"id": image_id, "file_name": file_name, "height": size[0], "width": size[1],
-                               "license": 1})
-                for instance in scene.instances:
-                    rle = mask_utils.encode(np.asfortranarray(instance.mask.astype(np.uint8)))
-                    x0, y0, x1, y1 = instance.bbox
-                    annotations.append({
-                        "id": len(annotations) + 1, "image_id": image_id, "category_id": instance.class_id,
-                        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                        "area": float(instance.mask.sum()), "iscrowd": 0,
-                        "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-                    })
-            document = {
-                "info": {"description": "densepred synthetic shapes", "version": str(GENERATOR_VERSION), "year": 2017},
-                "licenses": [{"id": 1, "name": "CC0 1.0", "url": "https://creativecommons.org/publicdomain/zero/1.0/"}],
-                "images": images, "annotations": annotations, "categories": categories,
-            }
-            (out / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(document))
-    return _finish(out, params)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Markers: `.synthetic` is written first and stays (this folder is ours to clear), `.complete` last; both
-# hold the parameters as JSON. A missing or different `.complete` means: generate again.
-
-
-def ensure_ade20k_toy(root, *, num_train: int, num_val: int, size=(128, 128), seed: int = 0) -> Path:
-    """The ADEChallengeData2016 path, generated unless a complete copy with these parameters exists."""
-    done = _is_complete(Path(root) / "ADEChallengeData2016", _params("ade20k", num_train, num_val, size, seed))
-    return done or write_ade20k_layout(root, num_train=num_train, num_val=num_val, size=size, seed=seed)
-
-
-def ensure_nyu_toy(root, *, num_train: int, num_val: int, size=(120, 160), seed: int = 0) -> Path:
-    """The nyu_depth_v2 path, generated unless a complete copy with these parameters exists."""
-    done = _is_complete(Path(root) / "nyu_depth_v2", _params("nyu", num_train, num_val, size, seed))
-    return done or write_nyu_layout(root, num_train=num_train, num_val=num_val, size=size, seed=seed)
-
-
-def ensure_coco_toy(root, *, num_train: int, num_val: int, size=(128, 128), seed: int = 0) -> Path:
-    """The COCO root, generated unless a complete copy with these parameters exists."""
-    done = _is_complete(Path(root), _params("coco", num_train, num_val, size, seed))
-    return done or write_coco_layout(root, num_train=num_train, num_val=num_val, size=size, seed=seed)
-
-
-def _params(layout: str, num_train, num_val, size, seed) -> dict:
+def toy_params(layout: str, num_train, num_val, size, seed) -> dict:
+    """The checked parameters of a toy dataset, as its markers store them."""
     for name, value, low in (("num_train", num_train, 1), ("num_val", num_val, 1), ("seed", seed, 0)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -362,15 +232,18 @@ def _params(layout: str, num_train, num_val, size, seed) -> dict:
             "size": [int(s) for s in size], "seed": int(seed)}
 
 
-def _is_complete(out: Path, params: dict) -> Path | None:
+def is_complete(out: Path, params: dict) -> bool:
+    """Whether ``out`` holds a finished toy dataset written with exactly ``params``."""
     try:
-        return out if json.loads((out / ".complete").read_text()) == params else None
+        return json.loads((out / ".complete").read_text()) == params
     except (OSError, ValueError):
-        return None
+        return False
 
 
-def _begin(out: Path, owned: list[Path], params: dict) -> None:
-    """Clears what an earlier generation wrote; refuses to touch data that this module did not write."""
+@contextmanager
+def writing(out: Path, owned: list[Path], params: dict, total: int) -> Iterator[tqdm]:
+    """Clears what an earlier generation wrote to ``owned`` (refusing to touch data this module did not write),
+    yields a progress bar over ``total`` images, and marks ``out`` complete if the block ends without error."""
     ours = (out / ".synthetic").exists()
     present = [path for path in owned if path.exists()]
     if present and not ours:
@@ -384,22 +257,22 @@ def _begin(out: Path, owned: list[Path], params: dict) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
-
-
-def _finish(out: Path, params: dict) -> Path:
+    with tqdm(total=total, desc=f"{params['layout']} toy", unit="img", disable=None, leave=False) as bar:
+        yield bar
     (out / ".complete").write_text(json.dumps(params))
-    return out
 
 
-def _bar(description: str, total: int) -> tqdm:
-    return tqdm(total=total, desc=description, unit="img", disable=None, leave=False)
+def write_jpeg(path: Path, rgb: np.ndarray) -> None:
+    """``[H, W, 3]`` uint8 RGB as a quality-95 JPEG (OpenCV's encoder, so files are the same on every run)."""
+    _write(path, *cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _JPEG))
 
 
-def _imwrite(path: Path, array: np.ndarray) -> None:
-    if array.ndim == 3:
-        ok, data = cv2.imencode(".jpg", cv2.cvtColor(array, cv2.COLOR_RGB2BGR), _JPEG)
-    else:
-        ok, data = cv2.imencode(".png", array)
+def write_png(path: Path, array: np.ndarray) -> None:
+    """A single-channel ``[H, W]`` uint8 or uint16 array as a PNG."""
+    _write(path, *cv2.imencode(".png", array))
+
+
+def _write(path: Path, ok: bool, data: np.ndarray) -> None:
     if not ok:
         raise OSError(f"could not encode {path}")
     path.write_bytes(data.tobytes())

@@ -1,4 +1,5 @@
-"""What every task's data pipeline shares: per-sample randomness, composition, seeded dataset indexing.
+"""What every task's data pipeline shares: per-sample randomness, composition, seeded dataset indexing, and
+the steps whose role is the same in every task (``RandomHorizontalFlip``).
 
 A sample is a dict; random steps draw only from ``sample["rng"]`` (a ``numpy.random.Generator``), which a
 dataset seeds from its key: ``dataset[(index, seed)]`` (what the training sampler yields), so a sample's
@@ -6,6 +7,8 @@ augmentation depends only on its seed — the same in a resumed run, whatever th
 """
 from __future__ import annotations
 
+import numbers
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -37,6 +40,30 @@ class Compose:
 
     def __repr__(self) -> str:
         return "Compose([" + ", ".join(repr(t) for t in self.transforms) + "])"
+
+
+@dataclass(frozen=True)
+class RandomHorizontalFlip:
+    """Mirror a sample with probability ``prob`` (one draw from ``sample["rng"]`` per call): the image and the
+    dense targets that are present (``"mask"``, ``"depth"``), and ``"boxes"`` (``[N, 4]`` xyxy in pixels, so
+    it runs before boxes are normalised): ``x0, x1 -> W - x1, W - x0``."""
+
+    prob: float = 0.5
+
+    def __post_init__(self):
+        if isinstance(self.prob, bool) or not isinstance(self.prob, numbers.Real) or not 0 <= self.prob <= 1:
+            raise ValueError(f"RandomHorizontalFlip.prob must be a probability in [0, 1], got {self.prob!r}")
+
+    def __call__(self, sample: dict) -> dict:
+        if sample_rng(sample, "RandomHorizontalFlip").random() < self.prob:
+            width = sample["image"].shape[1]
+            for key in ("image", "mask", "depth"):
+                if sample.get(key) is not None:
+                    sample[key] = np.ascontiguousarray(sample[key][:, ::-1])
+            if sample.get("boxes") is not None:
+                x0, y0, x1, y1 = np.asarray(sample["boxes"]).reshape(-1, 4).T
+                sample["boxes"] = np.stack([width - x1, y0, width - x0, y1], axis=1)
+        return sample
 
 
 class SeededDataset:

@@ -7,25 +7,29 @@ A sample is ``{"image": uint8 [H, W, 3] RGB, "depth": float32 [H, W] metres (0 =
 ``rng`` entry is removed before the sample is returned.
 
 Errors: a missing root, data folder, list file or listed file is a ``FileNotFoundError`` naming the path
-(all listed files are checked when the dataset is built); a malformed list line, an unreadable image, a
-depth PNG that is not 16-bit single-channel, a depth map with no valid pixel, or an image and depth of
-different sizes is a ``ValueError`` naming the file (the last three when the sample is read).
+(all listed files are checked when the dataset is built); a malformed list line, an unreadable or truncated
+image or depth file (``tasks.common.images``), a depth PNG that is not 16-bit single-channel or that holds
+metres instead of millimetres, a depth map with no valid pixel, or an image and depth of different sizes is
+a ``ValueError`` naming the file (all but the first when the sample is read).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from tasks.common.images import read_image, read_image_unchanged
 from tasks.common.transforms import SeededDataset
 
 Transform = Callable[[dict], dict]
 
 NYU_DEPTH_SCALE = 1000.0  # uint16 PNG units per metre (millimetres)
 NYU_MAX_DEPTH = 10.0  # metres: the evaluation cap and GLPN's output range on NYU
+# Metres stored as integers (depth 1-10 -> values 1-10) read as millimetres give a scene whose farthest point is
+# closer than this; no real depth map (the Kinect sees from 0.5 m) is, so such a file is refused.
+MIN_FARTHEST_DEPTH = 0.1  # metres
 
 _NYU_LAYOUT = (
     "expected the GLPDepth layout: <root>/nyu_depth_v2/<scene>/rgb_XXXXX.jpg + sync_depth_XXXXX.png (train, "
@@ -34,24 +38,20 @@ _NYU_LAYOUT = (
 )
 
 
-def read_image(path: Path) -> np.ndarray:
-    """``uint8 [H, W, 3]`` RGB (EXIF orientation ignored, so pixels line up with the depth PNG's)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise ValueError(f"cannot read image file {path} (missing, unreadable or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def read_depth_png(path: Path, scale: float) -> np.ndarray:
-    """``float32 [H, W]`` metres from a 16-bit single-channel PNG holding ``metres * scale`` (0 = invalid)."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ValueError(f"cannot read depth file {path} (missing, unreadable or not an image)")
+    """``float32 [H, W]`` metres from a 16-bit single-channel PNG holding ``metres * scale`` (0 = invalid).
+    Images are read with their EXIF orientation ignored, so their pixels line up with the depth PNG's."""
+    raw = read_image_unchanged(path, "depth file")
+    expected = f"depth maps must be uint16 single-channel PNGs holding metres x {scale:g} (0 = no measurement)"
     if raw.dtype != np.uint16 or raw.ndim != 2:
         channels = 1 if raw.ndim == 2 else raw.shape[2]
+        hint = " (floating-point values look like metres: store round(metres x scale) as uint16)" if raw.dtype.kind == "f" else ""
+        raise ValueError(f"depth file {path} is {raw.dtype} with {channels} channel(s); {expected}{hint}")
+    farthest = int(raw.max())
+    if 0 < farthest < MIN_FARTHEST_DEPTH * scale:
         raise ValueError(
-            f"depth file {path} is {raw.dtype} with {channels} channel(s); depth maps must be uint16 "
-            f"single-channel PNGs holding metres x {scale:g} (0 = no measurement)"
+            f"depth file {path} holds values up to {farthest}, i.e. a farthest point at {farthest / scale:g} m; it "
+            f"looks like metres, not metres x {scale:g}: {expected}"
         )
     return raw.astype(np.float32) / np.float32(scale)
 
@@ -83,7 +83,7 @@ class NYUDepthV2(SeededDataset, Dataset):
     """NYU Depth v2, GLPDepth layout. ``split="train"``: the BTS sync set under ``nyu_depth_v2/`` (24,231
     pairs in GLPDepth's list); ``"test"``: the 654 official test frames under
     ``nyu_depth_v2/official_splits/test/``. ``list_file`` defaults to ``nyu_depth_v2/{train,test}_list.txt``
-    (what ``tasks.common.synthetic.write_nyu_layout`` writes); GLPDepth ships its lists with its code
+    (what ``tasks.depth.toy.write_toy_dataset`` writes); GLPDepth ships its lists with its code
     (``code/dataset/filenames/nyudepthv2/``), so pass that path for the real data. Depth PNGs hold uint16
     millimetres, 0 where the Kinect measured nothing.
     """

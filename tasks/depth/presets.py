@@ -40,13 +40,13 @@ class NYUData(DepthData):
 
 
 @dataclass
-class ToyDepthData(DepthData):
-    """Synthetic scenes written in the NYU layout on first use (tasks/common/synthetic.py)."""
+class ToyData(DepthData):
+    """Synthetic scenes written in the NYU layout on first use (tasks/depth/toy.py)."""
 
     root: str = "data/toy/depth"
     num_train: int = 300
     num_val: int = 50
-    size: tuple[int, int] = (120, 160)
+    size: tuple[int, int] = (120, 160)  # (h, w)
     seed: int = 0
 
 

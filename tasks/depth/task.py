@@ -6,14 +6,14 @@ import torch
 from tasks.common.checkpoint import load_model_weights
 from tasks.common.config import Config
 from tasks.common.distributed import rank0_first
-from tasks.common.synthetic import ensure_nyu_toy
 
 from .datasets import NYUDepthV2
 from .evaluator import DepthMetrics
 from .inference import predict_depth
 from .losses import silog_loss
 from .model import GLPN
-from .presets import NYUData, ToyDepthData
+from .presets import NYUData, ToyData
+from .toy import ensure_toy_dataset
 from .transforms import train_pipeline
 
 _TOY_HINT = "for a first run, configs/glpn_pvt_b0_toy.py makes its own small dataset"
@@ -26,8 +26,8 @@ class DepthTask:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        if not isinstance(cfg.data, (NYUData, ToyDepthData)):
-            raise TypeError(f"data must be NYUData or ToyDepthData, got {type(cfg.data).__name__}")
+        if not isinstance(cfg.data, (NYUData, ToyData)):
+            raise TypeError(f"data must be NYUData or ToyData, got {type(cfg.data).__name__}")
 
     def build_model(self) -> GLPN:
         m = self.cfg.model
@@ -42,9 +42,9 @@ class DepthTask:
     def _dataset(self, split: str, transforms=None) -> NYUDepthV2:
         data = self.cfg.data
         try:
-            if isinstance(data, ToyDepthData):
+            if isinstance(data, ToyData):
                 kwargs = dict(num_train=data.num_train, num_val=data.num_val, size=tuple(data.size), seed=data.seed)
-                root = rank0_first(ensure_nyu_toy, data.root, **kwargs)  # rank 0 writes the data once
+                root = rank0_first(ensure_toy_dataset, data.root, **kwargs)  # rank 0 writes the data once
                 return NYUDepthV2(root, split, transforms=transforms)
             list_file = data.train_list if split == "train" else data.test_list
             return NYUDepthV2(data.root, split, list_file=list_file, transforms=transforms)

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from tasks.common.transforms import Compose, sample_rng  # noqa: F401  (Compose: part of this API)
+from tasks.common.transforms import Compose, RandomHorizontalFlip, sample_rng  # noqa: F401  (part of this API)
 
 
 def _uint8_image(sample: dict, who: str) -> np.ndarray:
@@ -79,22 +79,6 @@ class RandomCrop:
         window = (slice(top, top + self.height), slice(left, left + self.width))
         sample["image"] = sample["image"][window]
         sample["depth"] = sample["depth"][window]
-        return sample
-
-
-@dataclass(frozen=True)
-class RandomHorizontalFlip:
-    """Mirror image and depth together with probability ``p``."""
-
-    p: float = 0.5
-
-    def __post_init__(self):
-        _check_prob(self.p, "RandomHorizontalFlip.p")
-
-    def __call__(self, sample: dict) -> dict:
-        if sample_rng(sample, "RandomHorizontalFlip").random() < self.p:
-            sample["image"] = np.ascontiguousarray(sample["image"][:, ::-1])
-            sample["depth"] = np.ascontiguousarray(sample["depth"][:, ::-1])
         return sample
 
 

@@ -11,34 +11,81 @@ a sample with ``N = 0``. ``dataset[(index, seed)]`` seeds ``sample["rng"]`` with
 before the sample is returned.
 
 Errors: a missing annotation file or image folder is a ``FileNotFoundError`` at construction, a missing image
-file one when the sample is read; an unreadable image, or one whose size differs from its json entry, a
-``ValueError`` naming the file.
+file one when the sample is read. An annotation file that is empty, not JSON or not COCO-shaped (``load_coco``:
+an entry without its keys, a ``bbox`` that is not 4 finite numbers, ...) is a ``ValueError`` at construction
+naming the file, the entry's id and the value; an unreadable or truncated image (``tasks.common.images``), or
+one whose size differs from its json entry, a ``ValueError`` naming the file when the sample is read.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import json
+import math
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-import cv2
 import numpy as np
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from tasks.common.images import read_image
 from tasks.common.transforms import SeededDataset
 
 Transform = Callable[[dict], dict]
 
+# The keys CocoDetection reads, per list: (what one entry is called, its required keys).
+_COCO_KEYS = {
+    "images": ("image", ("id", "file_name")),
+    "annotations": ("annotation", ("id", "image_id", "category_id", "bbox")),
+    "categories": ("category", ("id", "name")),
+}
 
-def read_image(path: Path) -> np.ndarray:
-    """``uint8 [H, W, 3]`` RGB; EXIF orientation ignored, as the annotations (and PIL's loader) do."""
-    if not path.is_file():
-        raise FileNotFoundError(f"image file {path} does not exist")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise ValueError(f"cannot read image file {path} (unreadable or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+def load_coco(ann_file: Union[str, Path]) -> COCO:
+    """A pycocotools ``COCO`` for ``ann_file``, whose content is checked first (pycocotools itself fails on a
+    bad file with a bare ``JSONDecodeError``, ``KeyError`` or numpy error that names nothing)."""
+    ann_file = Path(ann_file)
+    text = ann_file.read_bytes()
+    if not text.strip():
+        raise ValueError(f"COCO annotation file {ann_file} is empty ({len(text)} bytes); expected a COCO json")
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"COCO annotation file {ann_file} is not valid JSON: {err}") from err
+    check_coco(document, ann_file)
+    coco = COCO()
+    coco.dataset = document
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+def check_coco(document, ann_file: Path) -> None:
+    """``ValueError`` naming ``ann_file``, the entry and the value where ``document`` is not COCO detection data."""
+    where = f"COCO annotation file {ann_file}"
+    if not isinstance(document, dict) or not isinstance(document.get("images"), list):
+        raise ValueError(f"{where} must hold a JSON object with an 'images' list (and 'annotations', 'categories')")
+    for name, (entry_name, keys) in _COCO_KEYS.items():
+        entries = document.get(name, [])
+        if not isinstance(entries, list):
+            raise ValueError(f"{where}: '{name}' must be a list, got {type(entries).__name__}")
+        for index, entry in enumerate(entries):
+            missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
+            if missing:
+                label = f"id {entry['id']!r}" if isinstance(entry, dict) and "id" in entry else f"number {index}"
+                raise ValueError(f"{where}: {entry_name} {label} has no {', '.join(map(repr, missing))}")
+    for annotation in document.get("annotations", []):
+        box = annotation["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_finite_number(v) for v in box)):
+            raise ValueError(
+                f"{where}: annotation id {annotation['id']} has bbox {box!r}; expected [x, y, width, height], "
+                "4 finite numbers"
+            )
+
+
+def _is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def coco_targets(annotations: Sequence[dict], height: int, width: int, remove_crowd: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -70,8 +117,7 @@ class CocoDetection(SeededDataset, Dataset):
             raise FileNotFoundError(f"CocoDetection: image folder {images_dir} does not exist")
         if transforms is not None and not callable(transforms):
             raise TypeError(f"CocoDetection: transforms must be a callable on a sample dict or None, got {type(transforms).__name__}")
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.coco = COCO(str(ann_file))
+        self.coco = load_coco(ann_file)
         self.categories = {int(c["id"]): c["name"] for c in self.coco.dataset.get("categories", [])}
         if not self.categories or min(self.categories) < 0:
             raise ValueError(f"CocoDetection: {ann_file} needs categories with ids >= 0, got {sorted(self.categories)}")

@@ -60,13 +60,13 @@ class CocoData(DetectionData):
 
 
 @dataclass
-class ToyCocoData(DetectionData):
-    """Synthetic scenes written in the COCO layout on first use (tasks/common/synthetic.py)."""
+class ToyData(DetectionData):
+    """Synthetic scenes written in the COCO layout on first use (tasks/detection/toy.py)."""
 
     root: str = "data/toy/detection"
     num_train: int = 300
     num_val: int = 50
-    size: int = 128
+    size: tuple[int, int] = (128, 128)  # (h, w)
     seed: int = 0
 
 

@@ -8,7 +8,6 @@ import torch
 from tasks.common.checkpoint import load_model_weights
 from tasks.common.config import Config
 from tasks.common.distributed import rank0_first
-from tasks.common.synthetic import ensure_coco_toy
 
 from .datasets import CocoDetection
 from .evaluator import CocoEvaluator
@@ -16,7 +15,8 @@ from .losses import SetCriterion, weighted_total
 from .matcher import HungarianMatcher
 from .model import DeformableDETR
 from .postprocess import post_process
-from .presets import CocoData, ToyCocoData
+from .presets import CocoData, ToyData
+from .toy import ensure_toy_dataset
 from .transforms import test_pipeline, train_pipeline
 
 _TOY_HINT = "for a first run, configs/deformable_detr_pvt_b0_toy.py makes its own small dataset"
@@ -29,8 +29,8 @@ class DetectionTask:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        if not isinstance(cfg.data, (CocoData, ToyCocoData)):
-            raise TypeError(f"data must be CocoData or ToyCocoData, got {type(cfg.data).__name__}")
+        if not isinstance(cfg.data, (CocoData, ToyData)):
+            raise TypeError(f"data must be CocoData or ToyData, got {type(cfg.data).__name__}")
         m = cfg.model
         weights = {"loss_ce": m.cls_loss_coef, "loss_bbox": m.bbox_loss_coef, "loss_giou": m.giou_loss_coef}
         matcher = HungarianMatcher(m.set_cost_class, m.set_cost_bbox, m.set_cost_giou, m.focal_alpha)
@@ -53,9 +53,9 @@ class DetectionTask:
     def _dataset(self, split: str, transforms) -> CocoDetection:
         data = self.cfg.data
         try:
-            if isinstance(data, ToyCocoData):
-                kwargs = dict(num_train=data.num_train, num_val=data.num_val, size=(data.size, data.size), seed=data.seed)
-                root = rank0_first(ensure_coco_toy, data.root, **kwargs)  # rank 0 writes the data once
+            if isinstance(data, ToyData):
+                kwargs = dict(num_train=data.num_train, num_val=data.num_val, size=tuple(data.size), seed=data.seed)
+                root = rank0_first(ensure_toy_dataset, data.root, **kwargs)  # rank 0 writes the data once
                 name = "train2017" if split == "train" else "val2017"
                 return CocoDetection(root / name, root / "annotations" / f"instances_{name}.json", transforms)
             images, ann = (data.train_images, data.train_ann) if split == "train" else (data.val_images, data.val_ann)

@@ -21,10 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tasks.common.transforms import Compose, sample_rng  # noqa: F401  (Compose: part of this API)
+from tasks.common.images import IMAGENET_MEAN, IMAGENET_STD
+from tasks.common.transforms import Compose, RandomHorizontalFlip, sample_rng  # noqa: F401  (part of this API)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DETR_SCALES = tuple(range(480, 801, 32))  # 480, 512, ..., 800
 
 
@@ -54,25 +53,6 @@ def resize(sample: dict, size: int, max_size: Optional[int]) -> dict:
         scale = np.array([new_w / width, new_h / height] * 2, dtype=np.float32)
         sample["boxes"] = sample["boxes"] * scale
     return sample
-
-
-@dataclass(frozen=True)
-class RandomHorizontalFlip:
-    """Mirror the image and its boxes with probability ``prob``: ``x0, x1 -> W - x1, W - x0``."""
-
-    prob: float = 0.5
-
-    def __post_init__(self):
-        if not 0 <= self.prob <= 1:
-            raise ValueError(f"RandomHorizontalFlip.prob must be in [0, 1], got {self.prob}")
-
-    def __call__(self, sample: dict) -> dict:
-        if sample_rng(sample, "RandomHorizontalFlip").random() < self.prob:
-            width = sample["image"].shape[1]
-            sample["image"] = np.ascontiguousarray(sample["image"][:, ::-1])
-            boxes = sample["boxes"]
-            sample["boxes"] = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
-        return sample
 
 
 @dataclass(frozen=True)

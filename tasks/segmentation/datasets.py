@@ -8,19 +8,22 @@ then ``transforms(sample)`` if given. Random transforms draw from ``sample["rng"
 fresh, unseeded generator. The ``rng`` entry is removed before the sample is returned.
 
 Errors: a missing folder or an image without its mask (or the reverse) is a ``FileNotFoundError`` naming
-the path; a file that cannot be decoded, an RGB mask, or a label outside the classes is a ``ValueError``
-naming the file, raised when the sample is read.
+the path; a file that cannot be decoded or is truncated (``tasks.common.images``), an RGB mask, or a label
+outside the classes is a ``ValueError`` naming the file, raised when the sample is read. Images are read with
+their EXIF orientation ignored, so the pixels line up with the mask's, which PIL reads without rotating.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-import cv2
+import io
+
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from tasks.common.images import read_bytes, read_image
 from tasks.common.transforms import SeededDataset
 
 Transform = Callable[[dict], dict]
@@ -73,19 +76,11 @@ def distinct_palette(n: int) -> tuple[tuple[int, int, int], ...]:
 ADE20K_PALETTE: tuple[tuple[int, int, int], ...] = distinct_palette(len(ADE20K_CLASSES))
 
 
-def read_image(path: Path) -> np.ndarray:
-    """``uint8 [H, W, 3]`` RGB. EXIF orientation is ignored so the pixels line up with the mask's, which PIL
-    reads without rotating."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise ValueError(f"cannot read image file {path} (missing, unreadable or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def read_mask(path: Path) -> np.ndarray:
     """``uint8 [H, W]`` class indices from a single-channel PNG ("L") or a palette PNG ("P", its indices)."""
+    data = read_bytes(path, "mask file")
     try:
-        with Image.open(path) as mask:
+        with Image.open(io.BytesIO(data)) as mask:
             mode, bands = mask.mode, len(mask.getbands())
             array = np.array(mask) if mode in ("L", "P") else None
     except (OSError, UnidentifiedImageError) as err:

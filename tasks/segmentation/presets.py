@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)  # on 0-255 RGB pixels
-IMAGENET_STD = (58.395, 57.12, 57.375)
+from tasks.common.images import IMAGENET_MEAN_255, IMAGENET_STD_255
 
 
 @dataclass
@@ -32,8 +31,8 @@ class SegmentationData:
     test_mode: str = "whole"  # whole | slide
     test_crop: tuple[int, int] | None = None  # slide: window, e.g. (1024, 1024) on Cityscapes
     test_stride: tuple[int, int] | None = None  # slide: step, e.g. (768, 768)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, float, float] = IMAGENET_MEAN_255  # 0..255 pixel units, like the pipeline's Normalize
+    std: tuple[float, float, float] = IMAGENET_STD_255
     batch_size: int = 2  # per process
     num_workers: int = 4
 
@@ -57,12 +56,12 @@ class FolderData(SegmentationData):
 
 @dataclass
 class ToyData(SegmentationData):
-    """Synthetic scenes written in the ADE20K layout on first use (tasks/common/synthetic.py)."""
+    """Synthetic scenes written in the ADE20K layout on first use (tasks/segmentation/toy.py)."""
 
     root: str = "data/toy/segmentation"
     num_train: int = 300
     num_val: int = 50
-    size: int = 128
+    size: tuple[int, int] = (128, 128)  # (h, w)
     seed: int = 0
 
 

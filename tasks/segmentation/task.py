@@ -8,7 +8,6 @@ import torch
 from tasks.common.checkpoint import load_model_weights
 from tasks.common.config import Config
 from tasks.common.distributed import rank0_first
-from tasks.common.synthetic import SHAPE_CLASSES, ensure_ade20k_toy
 
 from .datasets import ADE20K, ADE20K_CLASSES, SegmentationFolder
 from .evaluator import MeanIoU
@@ -16,9 +15,9 @@ from .inference import predict
 from .losses import segmentation_loss
 from .model import SegFormer
 from .presets import ADE20KData, FolderData, ToyData
+from .toy import TOY_CLASSES, ensure_toy_dataset
 from .transforms import train_pipeline
 
-TOY_CLASSES = ("background", *SHAPE_CLASSES)
 _TOY_HINT = "for a first run, configs/segformer_pvt_b0_toy.py makes its own small dataset"
 
 
@@ -60,8 +59,8 @@ class SegmentationTask:
             if isinstance(data, ADE20KData):
                 return ADE20K(data.root, split, transforms=transforms)
             if isinstance(data, ToyData):
-                kwargs = dict(num_train=data.num_train, num_val=data.num_val, size=(data.size, data.size), seed=data.seed)
-                root = rank0_first(ensure_ade20k_toy, data.root, **kwargs)  # rank 0 writes the data once
+                kwargs = dict(num_train=data.num_train, num_val=data.num_val, size=tuple(data.size), seed=data.seed)
+                root = rank0_first(ensure_toy_dataset, data.root, **kwargs)  # rank 0 writes the data once
                 sub = "training" if split == "training" else "validation"
                 return SegmentationFolder(
                     root / "images" / sub, root / "annotations" / sub, TOY_CLASSES, reduce_zero_label=True,

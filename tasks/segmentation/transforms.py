@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 import torch
 
-from tasks.common.transforms import Compose, sample_rng  # noqa: F401  (Compose: part of this API)
+from tasks.common.images import IMAGENET_MEAN_255, IMAGENET_STD_255
+from tasks.common.transforms import Compose, RandomHorizontalFlip, sample_rng  # noqa: F401  (part of this API)
 
 
 def _check_pair(value: Sequence, name: str, *, integer: bool = False, positive: bool = True) -> None:
@@ -137,24 +138,6 @@ class RandomCrop:
         return sample
 
 
-@dataclass(frozen=True)
-class RandomFlip:
-    """Horizontal flip of image and mask with probability ``prob`` (one draw per call, flipped or not)."""
-
-    prob: float = 0.5
-
-    def __post_init__(self):
-        if not 0 <= self.prob <= 1:
-            raise ValueError(f"RandomFlip.prob must be in [0, 1], got {self.prob}")
-
-    def __call__(self, sample: dict) -> dict:
-        if sample_rng(sample, "RandomFlip").random() < self.prob:
-            sample["image"] = np.ascontiguousarray(sample["image"][:, ::-1])
-            if sample.get("mask") is not None:
-                sample["mask"] = np.ascontiguousarray(sample["mask"][:, ::-1])
-        return sample
-
-
 def _affine_uint8(channel: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
     """``alpha * x + beta`` clipped to [0, 255] and truncated back to uint8, as mmseg does after each step."""
     return np.clip(channel.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
@@ -222,10 +205,10 @@ class PhotoMetricDistortion:
 
 @dataclass(frozen=True)
 class Normalize:
-    """``(image - mean) / std`` per RGB channel on 0..255 values, to float32."""
+    """``(image - mean) / std`` per RGB channel on 0..255 values (so mean and std in 0..255 units too), to float32."""
 
-    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
-    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    mean: tuple[float, float, float] = IMAGENET_MEAN_255
+    std: tuple[float, float, float] = IMAGENET_STD_255
 
     def __post_init__(self):
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -303,7 +286,7 @@ def train_pipeline(
     return Compose([
         RandomResize(scale, ratio_range=ratio_range),
         RandomCrop((crop, crop), cat_max_ratio=cat_max_ratio, ignore_index=255),
-        RandomFlip(0.5),
+        RandomHorizontalFlip(0.5),
         PhotoMetricDistortion(),
         Normalize(),
         Pad((crop, crop), pad_val=0, seg_pad_val=255),

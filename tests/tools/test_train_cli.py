@@ -19,7 +19,7 @@ def _tool(name, *args, cwd=None):
 
 def _tiny(tmp_path):
     return [
-        f"data.root={tmp_path / 'data'}", "data.num_train=16", "data.num_val=4", "data.size=64", "data.crop=64",
+        f"data.root={tmp_path / 'data'}", "data.num_train=16", "data.num_val=4", "data.size=(64, 64)", "data.crop=64",
         "data.scale=(128, 64)", "data.test_scale=(256, 64)", "data.batch_size=2", "data.num_workers=0",
         "schedule.max_iters=4", "schedule.eval_interval=2", "schedule.checkpoint_interval=2", "schedule.warmup_iters=0",
     ]

@@ -1,4 +1,4 @@
-"""NYUDepthV2 on the synthetic NYU layout (tasks.common.synthetic), and the errors a user meets first."""
+"""NYUDepthV2 on the synthetic NYU layout (tasks.depth.toy), and the errors a user meets first."""
 import shutil
 from pathlib import Path
 
@@ -6,16 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
-from tasks.common.synthetic import ensure_nyu_toy
 from tasks.depth import transforms as T
 from tasks.depth.datasets import NYUDepthV2
+from tasks.depth.toy import ensure_toy_dataset
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Path:
     """The folder holding ``nyu_depth_v2/`` (5 train, 3 test pairs at 120x160); read-only for the tests."""
     root = tmp_path_factory.mktemp("nyu_toy")
-    ensure_nyu_toy(root, num_train=5, num_val=3)
+    ensure_toy_dataset(root, num_train=5, num_val=3)
     return root
 
 
@@ -146,3 +146,38 @@ def test_unreadable_image_is_named(copy):
 def test_rejects_bad_arguments(toy, kwargs, error, word):
     with pytest.raises(error, match=word):
         NYUDepthV2(toy, **kwargs)
+
+
+def test_depth_stored_in_metres_is_refused(copy):
+    """Integer metres (a 1-8 m scene stored as 1..8) would read as a scene under 1 cm deep."""
+    dataset = NYUDepthV2(copy)
+    depth_path = dataset.pairs[1][1]
+    millimetres = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
+    metres = np.round(millimetres / 1000).astype(np.uint16)
+    cv2.imwrite(str(depth_path), metres)
+    with pytest.raises(ValueError, match=rf"{depth_path.name} holds values up to {metres.max()}, i.e. a farthest "
+                                         r"point at 0.00\d+ m; it looks like metres, not metres x 1000"):
+        dataset[1]
+    dataset[0]  # the others still read
+    near = np.where(millimetres > 0, 450, 0).astype(np.uint16)  # a close-up 45 cm away is real data
+    cv2.imwrite(str(depth_path), near)
+    assert dataset[1]["depth"].max() == np.float32(0.45)
+
+
+def test_float_depth_is_refused_with_a_hint(copy):
+    dataset = NYUDepthV2(copy)
+    depth_path = dataset.pairs[1][1]
+    tiff = depth_path.with_suffix(".tiff")
+    cv2.imwrite(str(tiff), np.full((120, 160), 2.5, np.float32))
+    depth_path.write_bytes(tiff.read_bytes())  # float metres under the listed name
+    with pytest.raises(ValueError, match=rf"{depth_path.name} is float32 with 1 channel.*look like metres"):
+        dataset[1]
+
+
+@pytest.mark.parametrize("which, kind", [(0, "image file"), (1, "depth file")])
+def test_truncated_files_are_named(copy, which, kind):
+    dataset = NYUDepthV2(copy)
+    path = dataset.pairs[2][which]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"{kind} .*{path.name} is truncated"):
+        dataset[2]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.common.synthetic import ensure_coco_toy
 from tasks.detection import transforms as T
 from tasks.detection.datasets import CocoDetection, coco_targets
+from tasks.detection.toy import ensure_toy_dataset
 
 
 def drawn_sample(height=60, width=90, boxes=((10, 5, 30, 25), (50, 30, 85, 55))):
@@ -131,7 +131,7 @@ def test_coco_targets_rules():
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    return ensure_coco_toy(tmp_path_factory.mktemp("coco"), num_train=4, num_val=2, size=(96, 128))
+    return ensure_toy_dataset(tmp_path_factory.mktemp("coco"), num_train=4, num_val=2, size=(96, 128))
 
 
 def test_synthetic_toy(toy):
@@ -193,3 +193,51 @@ def test_own_categories_and_errors(tmp_path):
     ann_file.write_text(json.dumps(document))
     with pytest.raises(ValueError, match=r"category ids \[5\]"):
         CocoDetection(tmp_path / "images", ann_file)
+
+
+def _coco_folder(tmp_path, annotations):
+    (tmp_path / "images").mkdir(exist_ok=True)
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.full((20, 30, 3), 90, np.uint8))
+    document = {"images": [{"id": 1, "file_name": "a.jpg", "height": 20, "width": 30}],
+                "annotations": annotations, "categories": [{"id": 1, "name": "cell"}]}
+    ann_file = tmp_path / "ann.json"
+    ann_file.write_text(json.dumps(document))
+    return tmp_path / "images", ann_file
+
+
+@pytest.mark.parametrize("content, words", [
+    ("", r"ann\.json is empty \(0 bytes\)"),
+    ("\n  \n", r"ann\.json is empty"),
+    ('{"images": [', r"ann\.json is not valid JSON: Expecting value: line 1"),
+    ("[1, 2]", r"ann\.json must hold a JSON object with an 'images' list"),
+    ('{"images": {}}', r"ann\.json must hold a JSON object with an 'images' list"),
+])
+def test_bad_annotation_files_are_named(tmp_path, content, words):
+    images, ann_file = _coco_folder(tmp_path, [])
+    ann_file.write_text(content)
+    with pytest.raises(ValueError, match=words):
+        CocoDetection(images, ann_file)
+
+
+@pytest.mark.parametrize("annotation, words", [
+    ({"id": 17, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3]},
+     r"ann\.json: annotation id 17 has bbox \[1, 2, 3\]; expected \[x, y, width, height\]"),
+    ({"id": 18, "image_id": 1, "category_id": 1, "bbox": [1, 2, "3", 4]}, r"annotation id 18 has bbox \[1, 2, '3', 4\]"),
+    ({"id": 19, "image_id": 1, "category_id": 1, "bbox": [1, 2, float("nan"), 4]}, r"annotation id 19 has bbox \[1, 2, nan, 4\]"),
+    ({"id": 20, "image_id": 1, "bbox": [1, 2, 3, 4]}, r"ann\.json: annotation id 20 has no 'category_id'"),
+    ({"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}, r"annotation number 0 has no 'id'"),
+])
+def test_bad_annotations_are_named_with_their_id(tmp_path, annotation, words):
+    good = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]}
+    with pytest.raises(ValueError, match=words):
+        CocoDetection(*_coco_folder(tmp_path, [good, annotation] if "id" in annotation else [annotation]))
+
+
+def test_truncated_image_is_named(tmp_path):
+    images, ann_file = _coco_folder(tmp_path, [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]}])
+    dataset = CocoDetection(images, ann_file)
+    assert dataset[0]["boxes"].tolist() == [[0, 0, 5, 5]]
+    path = images / "a.jpg"
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(ValueError, match=r"image file .*a\.jpg is truncated"):
+        dataset[0]

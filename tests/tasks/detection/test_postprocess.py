@@ -79,12 +79,12 @@ def test_bad_input():
 
 def test_perfect_outputs_on_the_toy_score_ap_1(tmp_path):
     """Dataset -> test pipeline -> outputs built from its targets -> post_process -> CocoEvaluator: AP 1."""
-    from tasks.common.synthetic import ensure_coco_toy
+    from tasks.detection.toy import ensure_toy_dataset
     from tasks.detection import transforms as T
     from tasks.detection.datasets import CocoDetection
     from tasks.detection.evaluator import CocoEvaluator
 
-    root = ensure_coco_toy(tmp_path, num_train=1, num_val=4, size=(80, 112))
+    root = ensure_toy_dataset(tmp_path, num_train=1, num_val=4, size=(80, 112))
     ann_file = root / "annotations" / "instances_val2017.json"
     dataset = CocoDetection(root / "val2017", ann_file, transforms=T.test_pipeline(64, 100))
     evaluator = CocoEvaluator(ann_file)

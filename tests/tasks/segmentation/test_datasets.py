@@ -122,7 +122,7 @@ def test_folder_dataset_reduce_zero_label(folder):
 
 def test_seeded_keys_make_transforms_reproducible(folder):
     images, masks, _ = folder
-    pipeline = T.Compose([T.RandomCrop((8, 8), cat_max_ratio=1.0), T.RandomFlip(0.5), T.ToTensor()])
+    pipeline = T.Compose([T.RandomCrop((8, 8), cat_max_ratio=1.0), T.RandomHorizontalFlip(0.5), T.ToTensor()])
     dataset = SegmentationFolder(images, masks, ["sky", "road", "car"], transforms=pipeline)
     first, again = dataset[(0, (3, 1, 0))], dataset[(0, (3, 1, 0))]
     assert "rng" not in first and first["image"].shape == (3, 8, 8)
@@ -201,3 +201,19 @@ def test_folder_dataset_rejects_bad_arguments(folder, kwargs, error, word):
     images, masks, _ = folder
     with pytest.raises(error, match=word):
         SegmentationFolder(images, masks, **kwargs)
+
+
+def test_truncated_image_and_mask_are_named(folder):
+    images, masks, _ = folder
+    dataset = SegmentationFolder(images, masks, ["sky", "road", "car"])
+    image = images / "a.jpg"
+    whole = image.read_bytes()
+    image.write_bytes(whole[: len(whole) * 3 // 4])  # a copy cut short: libjpeg would fill the rest with grey
+    with pytest.raises(ValueError, match=r"image file .*a\.jpg is truncated"):
+        dataset[0]
+    image.write_bytes(whole)
+    mask = masks / "b.png"
+    mask.write_bytes(mask.read_bytes()[:-20])
+    with pytest.raises(ValueError, match=r"mask file .*b\.png is truncated"):
+        dataset[1]
+    assert dataset[0]["image"].shape == (20, 30, 3)

@@ -17,7 +17,7 @@ class Crash(Exception):
 def _cfg(tmp_path):
     cfg = load_config("configs/segformer_pvt_b0_toy.py")
     return apply_options(cfg, [
-        f"data.root={tmp_path / 'data'}", "data.num_train=12", "data.num_val=3", "data.size=64", "data.crop=64",
+        f"data.root={tmp_path / 'data'}", "data.num_train=12", "data.num_val=3", "data.size=(64, 64)", "data.crop=64",
         "data.scale=(128, 64)", "data.test_scale=(256, 64)", "data.batch_size=2", "data.num_workers=2",
         "schedule.max_iters=6", "schedule.eval_interval=3", "schedule.checkpoint_interval=2", "schedule.warmup_iters=2",
         "model.dropout=0.1", "model.backbone_args={'drop_path_rate': 0.1}",  # randomness that must be restored too

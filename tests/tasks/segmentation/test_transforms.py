@@ -114,12 +114,12 @@ def test_cat_max_ratio_ignores_ignore_pixels_and_gives_up_after_ten_redraws():
 def test_flip_moves_image_and_mask_together():
     image = np.broadcast_to(np.arange(10, dtype=np.uint8)[None, :, None], (4, 10, 3)).copy()
     mask = np.broadcast_to(np.arange(10, dtype=np.uint8) % 3, (4, 10)).copy()
-    out = T.RandomFlip(prob=1.0)({"image": image, "mask": mask, "rng": np.random.default_rng(0)})
+    out = T.RandomHorizontalFlip(prob=1.0)({"image": image, "mask": mask, "rng": np.random.default_rng(0)})
     assert np.array_equal(out["image"][0, :, 0], np.arange(10)[::-1])
     assert np.array_equal(out["mask"], out["image"][..., 0] % 3)  # still aligned pixel by pixel
-    kept = T.RandomFlip(prob=0.0)({"image": image, "mask": mask, "rng": np.random.default_rng(0)})
+    kept = T.RandomHorizontalFlip(prob=0.0)({"image": image, "mask": mask, "rng": np.random.default_rng(0)})
     assert np.array_equal(kept["image"], image)
-    flips = [T.RandomFlip(0.5)({"image": image, "rng": np.random.default_rng(s)})["image"][0, 0, 0] == 9 for s in range(40)]
+    flips = [T.RandomHorizontalFlip(0.5)({"image": image, "rng": np.random.default_rng(s)})["image"][0, 0, 0] == 9 for s in range(40)]
     assert 5 < sum(flips) < 35
 
 
@@ -192,7 +192,7 @@ def test_test_pipeline():
 
 
 def test_random_steps_need_a_generator():
-    for step in (T.RandomResize(), T.RandomCrop(), T.RandomFlip(), T.PhotoMetricDistortion()):
+    for step in (T.RandomResize(), T.RandomCrop(), T.RandomHorizontalFlip(), T.PhotoMetricDistortion()):
         with pytest.raises(ValueError, match=r"sample\['rng'\]"):
             step(_sample())
 
@@ -202,7 +202,7 @@ def test_random_steps_need_a_generator():
     (lambda: T.RandomResize(ratio_range=(2.0, 0.5)), "ratio_range"),
     (lambda: T.RandomCrop(crop_size=(512.0, 512)), "RandomCrop.crop_size"),
     (lambda: T.RandomCrop(cat_max_ratio=0), "cat_max_ratio"),
-    (lambda: T.RandomFlip(prob=1.5), "prob"),
+    (lambda: T.RandomHorizontalFlip(prob=1.5), "prob"),
     (lambda: T.PhotoMetricDistortion(contrast_range=(1.5, 0.5)), "contrast_range"),
     (lambda: T.Normalize(std=(1, 0, 1)), "std"),
     (lambda: T.Pad(size=(0, 4)), "Pad.size"),
