@@ -38,6 +38,8 @@ from pycocotools.cocoeval import COCOeval
 
 from tasks.common.distributed import all_gather_objects
 
+from .datasets import load_coco
+
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
@@ -94,8 +96,7 @@ class CocoEvaluator:
         if isinstance(coco_gt, (str, Path)):
             if not Path(coco_gt).is_file():
                 raise FileNotFoundError(f"CocoEvaluator: annotation file {coco_gt} does not exist")
-            with contextlib.redirect_stdout(io.StringIO()):
-                coco_gt = COCO(str(coco_gt))
+            coco_gt = load_coco(coco_gt)  # checked: an empty or malformed json is a ValueError naming it
         if not isinstance(coco_gt, COCO):
             raise TypeError(f"CocoEvaluator: coco_gt must be a pycocotools COCO or a json path, got {type(coco_gt).__name__}")
         self.coco_gt = coco_gt

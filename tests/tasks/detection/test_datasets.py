@@ -241,3 +241,14 @@ def test_truncated_image_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:-50])
     with pytest.raises(ValueError, match=r"image file .*a\.jpg is truncated"):
         dataset[0]
+
+
+def test_the_evaluator_reads_the_json_with_the_same_checks(tmp_path):
+    from tasks.detection.evaluator import CocoEvaluator
+
+    _, ann_file = _coco_folder(tmp_path, [{"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5]}])
+    with pytest.raises(ValueError, match=r"ann\.json: annotation id 3 has bbox \[0, 0, 5\]"):
+        CocoEvaluator(ann_file)
+    ann_file.write_text("")
+    with pytest.raises(ValueError, match=r"ann\.json is empty"):
+        CocoEvaluator(ann_file)
