@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from tasks import get_task
-from tasks.common.config import ConfigError, apply_options, load_config
+from tasks.common.checkpoint import WriteError
+from tasks.common.config import ConfigError, apply_options, load_config, source_line
 from tasks.common.distributed import cleanup, init_distributed
 from tasks.common.engine import evaluate_checkpoint
 
@@ -25,12 +26,19 @@ def main(argv=None) -> int:
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
     try:
         cfg = apply_options(load_config(args.config), args.cfg_options)
-        task = get_task(cfg)
+        try:
+            task = get_task(cfg)
+        except (ValueError, TypeError) as e:  # e.g. a misspelt task name: point at its line
+            where = source_line(args.config, str(cfg.task)) if repr(cfg.task) in str(e) else args.config
+            raise ConfigError(f"{where}: {e}") from e
         metrics = evaluate_checkpoint(task, cfg, args.checkpoint, work_dir)
         is_main = init_distributed(cfg.runtime.device).is_main
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, ValueError, TypeError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, whatever the message
         return 2
+    except WriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     finally:
         cleanup()
     if is_main:

@@ -1,17 +1,24 @@
 """Train a model from a config.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--cfg-options KEY=VALUE ...]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--restart] [--cfg-options KEY=VALUE ...]
     torchrun --nproc_per_node=N tools/train.py CONFIG ...      # DistributedDataParallel
 
 The work dir (default work_dirs/<config stem>/) receives config.json, log.jsonl, curves.png, last.pth,
 best.pth and metrics.json. --resume without a path continues from <work dir>/last.pth.
+
+A run never destroys another: if the work dir already holds a run (last.pth, best.pth or log.jsonl), a new
+run is refused with one line that says what to do. --resume continues it (appending to its log);
+--restart starts over after moving the earlier run's files to <work dir>/previous/<YYYYmmdd_HHMMSS>/
+(nothing is deleted); or pass another --work-dir. Every failure is one `error:` line (exit code 2 for a
+bad config or checkpoint, 1 when training itself fails: a non-finite loss, a full disk).
 """
 import argparse
 import sys
 from pathlib import Path
 
 from tasks import get_task
-from tasks.common.config import ConfigError, apply_options, load_config
+from tasks.common.checkpoint import WriteError
+from tasks.common.config import ConfigError, apply_options, load_config, source_line
 from tasks.common.distributed import cleanup
 from tasks.common.engine import NonFiniteLoss, fit
 
@@ -21,23 +28,30 @@ def main(argv=None) -> int:
     parser.add_argument("config")
     parser.add_argument("--work-dir", default=None)
     parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT")
+    parser.add_argument("--restart", action="store_true", help="start over; the work dir's earlier run moves to previous/")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    if args.resume is not None and args.restart:
+        parser.error("--resume continues a run and --restart starts a new one; give one of them")
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
     try:
         cfg = apply_options(load_config(args.config), args.cfg_options)
-        task = get_task(cfg)
+        try:
+            task = get_task(cfg)
+        except (ValueError, TypeError) as e:  # e.g. a misspelt task name: point at its line
+            where = source_line(args.config, str(cfg.task)) if repr(cfg.task) in str(e) else args.config
+            raise ConfigError(f"{where}: {e}") from e
         resume = None
         if args.resume is not None:
             resume = work_dir / "last.pth" if args.resume == "last" else Path(args.resume)
             if not resume.is_file():
                 raise ConfigError(f"--resume: no checkpoint at {resume}")
-        result = fit(task, cfg, work_dir, resume=resume)
+        result = fit(task, cfg, work_dir, resume=resume, restart=args.restart)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except NonFiniteLoss as e:
-        print(f"error: {e}; the last good checkpoint is {work_dir / 'last.pth'}", file=sys.stderr)
+    except (NonFiniteLoss, WriteError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
         cleanup()

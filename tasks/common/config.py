@@ -207,9 +207,10 @@ def validate(cfg: Config) -> None:
 def _check_length(sched: ScheduleConfig) -> None:
     """Exactly one of ``max_iters`` and ``epochs``; epoch milestones only with epochs."""
     if sched.max_iters is not None and sched.epochs is not None:
+        also = " schedule.epoch_milestones=()" if sched.epoch_milestones else ""
         raise ConfigError(
             f"schedule.max_iters={sched.max_iters} and schedule.epochs={sched.epochs} are both set; set one "
-            "(e.g. --cfg-options schedule.epochs=None schedule.max_iters=N)"
+            f"(for iterations: --cfg-options schedule.epochs=None{also} schedule.max_iters={sched.max_iters})"
         )
     if sched.max_iters is None and sched.epochs is None:
         raise ConfigError("set schedule.max_iters (iterations) or schedule.epochs (passes over the training set)")

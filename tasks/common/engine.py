@@ -9,7 +9,7 @@ A task is a small object made from a config (``tasks.get_task(cfg)``; see ``task
     train_dataset() / val_dataset()          (the training set is indexed by (index, seed) keys)
     collate(samples) -> batch
     loss(model, batch, device) -> {"loss_<term>": Tensor, ...}  (optionally "loss": the weighted total; see total_loss)
-    validate() (optional)                    (the task's limits on config values; raise ValueError naming the key)
+    validate(model) (optional)               (config values the built model cannot take: ValueError naming the key)
     evaluate(model, loader, device) -> {metric: float | list}   (gathers across processes)
     metrics_table(metrics) -> str
 """
@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from .check_data import preflight
 from .config import Config, ConfigError, to_dict, validate
 from .data import ShardSampler, TrainSampler
 from .distributed import (
@@ -175,15 +176,19 @@ def _build(task, cfg: Config):
     """Everything made from the config; a bad value here is a config error, reported in one line."""
     validate(cfg)
     try:
-        if hasattr(task, "validate"):  # the task's own limits, e.g. a crop the backbone cannot take
-            task.validate()
         info = init_distributed(cfg.runtime.device)
         _autocast(cfg, info.device)
         train_loader = _train_loader(task, cfg, info)  # data first: a missing dataset fails before any work
         val_loader = _val_loader(task, cfg, info)
+        warnings = preflight(cfg, train_loader.dataset, val_loader.dataset)  # counts and pairing; no decoding
+        for line in warnings if info.is_main else []:
+            tqdm.write(f"WARNING: {line}")
         _resolve_epochs(cfg, len(train_loader.dataset), info.world_size)
         _seed(cfg.runtime.seed)  # identical initial weights on every rank
-        model = task.build_model().to(info.device)
+        model = task.build_model()
+        if hasattr(task, "validate"):  # the task's limits that depend on the model, e.g. a crop below its minimum
+            task.validate(model)
+        model = model.to(info.device)
         if info.world_size > 1 and info.device.type == "cuda":  # SyncBN needs CUDA; one process: plain BN
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         optimizer = build_optimizer(model, cfg.optimizer)
@@ -366,7 +371,11 @@ def _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, b
 def evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: str | Path) -> dict:
     """Evaluate a checkpoint on the config's validation set; writes ``test_metrics.json`` in ``work_dir``."""
     info = init_distributed(cfg.runtime.device)
-    model = task.load_model(checkpoint).to(info.device)
+    try:
+        model = task.load_model(checkpoint)
+    except (RuntimeError, KeyError, EOFError) as e:  # what torch raises for a file it cannot parse
+        raise ValueError(f"cannot load {checkpoint}: {e}") from e
+    model = model.to(info.device)
     metrics = evaluate(task, model, _val_loader(task, cfg, info), info.device)
     if info.is_main:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
