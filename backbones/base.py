@@ -114,6 +114,15 @@ class Backbone(nn.Module):
             raise ValueError(f"{name} expects a 4-d tensor [B, C, H, W], got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"{name} expects a floating-point tensor (normalised pixels), got dtype {x.dtype}")
+        weight = next(self.parameters(), None)
+        if weight is not None and x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            # One rule for every model: the input has the weights' dtype (or autocast decides), never a silent cast.
+            raise TypeError(
+                f"{name}: the input is {x.dtype} but the weights are {weight.dtype}; convert the input "
+                f"(x.to({weight.dtype})) or the model (model.to({x.dtype})), or run under torch.autocast"
+            )
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} got an empty batch (shape {tuple(x.shape)}); pass at least one image")
         if x.shape[1] != self.num_channels:
             raise ValueError(
                 f"{name} expects {self.num_channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)}); "

@@ -375,6 +375,43 @@ HF_MIT_FIELDS = (
 )
 
 
+# Hugging Face SegformerConfig / GLPNConfig defaults of those fields (config.json leaves defaults out).
+HF_MIT_DEFAULTS = dict(
+    num_channels=3, depths=[2, 2, 2, 2], hidden_sizes=[32, 64, 160, 256], num_attention_heads=[1, 2, 5, 8],
+    mlp_ratios=[4, 4, 4, 4], sr_ratios=[8, 4, 2, 1], patch_sizes=[7, 3, 3, 3], strides=[4, 2, 2, 2],
+    hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.1,
+)
+
+
+def mit_from_hf_config(cfg: dict, source) -> tuple[str, dict]:
+    """``(variant, overrides)`` for the encoder a Hugging Face Segformer / GLPN config describes. Hugging Face
+    runs every LayerNorm of these models with eps 1e-5 whatever the config says, so the overrides set that too
+    (outputs equal Hugging Face's)."""
+    if cfg.get("num_encoder_blocks", 4) != 4:
+        raise ValueError(f"{source}: num_encoder_blocks={cfg['num_encoder_blocks']} is not supported: our encoders have 4 stages")
+    name, args = mit_variant({k: cfg.get(k, HF_MIT_DEFAULTS[k]) for k in HF_MIT_FIELDS})
+    args.update(layer_norm_eps=1e-5, embed_layer_norm_eps=1e-5)
+    return name, args
+
+
+def mit_from_state_dict(state_dict: dict) -> tuple[str, dict]:
+    """``(variant, overrides)`` for the MiT encoder in a state dict of any known format (e.g. an original
+    mmseg or GLPDepth release, which store no config), read from the weight shapes; the attention heads and
+    strides are MiT's (not stored in the weights)."""
+    sd = convert_pvt_v2_state_dict(state_dict).state_dict
+    arch = _infer_arch(sd)
+    if arch is None:
+        raise ValueError("the weights have no complete PVTv2/MiT encoder (stage1-4 blocks.0.mlp.fc1 expected)")
+    arch.pop("linear_attention")
+    arch["sr_ratios"] = tuple(
+        sd[f"stage{i}.blocks.0.attn.sr.weight"].shape[-1] if f"stage{i}.blocks.0.attn.sr.weight" in sd else 1
+        for i in range(1, 5)
+    )
+    arch["patch_sizes"] = tuple(sd[f"stage{i}.patch_embed.proj.weight"].shape[-1] for i in range(1, 5))
+    arch["num_channels"] = sd["stage1.patch_embed.proj.weight"].shape[1]
+    return mit_variant(arch)
+
+
 def mit_variant(arch: dict) -> tuple[str, dict]:
     """The registered MiT variant with ``arch``'s hidden sizes and depths (else mit_b0), and the
     ``PVTv2Config`` overrides that turn it into ``arch`` (for configs read from other libraries)."""

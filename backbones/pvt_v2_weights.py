@@ -14,15 +14,14 @@ from typing import Callable, Mapping
 
 import torch
 
-from .weights import ConvertedWeights, find_prefix
+from .weights import ConvertedWeights, RenameRules, find_prefix
 
 
 def _stage(offset: int, suffix: str) -> Callable[[re.Match], str]:
     return lambda m: f"stage{int(m[1]) + offset}.{suffix}"
 
 
-# (regex, replacement) applied in order to each key (prefix removed); the first-match-per-rule semantics
-# of re.sub with count=1 keep them independent.
+# (regex, replacement) rules per format, applied to each key (prefix removed) with ``RenameRules``' semantics.
 _HF_BLOCK = [
     (r"\.layer_norm_1\.", ".norm1."),
     (r"\.layer_norm_2\.", ".norm2."),
@@ -107,7 +106,7 @@ _FORMATS: dict[str, dict] = {
     ),
 }
 _COMPILED = {
-    name: (re.compile(rf"^(.*?){fmt['stem']}$"), [(re.compile(p), r) for p, r in fmt["rules"]], fmt["head"])
+    name: (re.compile(rf"^(.*?){fmt['stem']}$"), RenameRules(fmt["rules"]), fmt["head"])
     for name, fmt in _FORMATS.items()
 }
 
@@ -139,9 +138,7 @@ def convert_pvt_v2_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Convert
         if key.startswith(head):
             dropped.append(prefix + key)
             continue
-        new = key
-        for pattern, repl in rules:
-            new = pattern.sub(repl, new, count=1)
+        new = rules(key)
         out[new] = value
         origin[new] = prefix + key
     _fuse_kv(out, origin)

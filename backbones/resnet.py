@@ -5,7 +5,6 @@ Deformable-DETR checkpoints use this backbone.
 """
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 from torch import nn
@@ -15,7 +14,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .base import STAGE_NAMES, Backbone
 from .registry import register_backbone
-from .weights import ConvertedWeights, find_prefix
+from .weights import ConvertedWeights, RenameRules, find_prefix
 
 _NORMS = {"bn": nn.BatchNorm2d, "frozen_bn": FrozenBatchNorm2d}
 
@@ -77,7 +76,7 @@ class ResNet(Backbone):
         return convert_resnet_state_dict(state_dict)
 
 
-_RULES = [(re.compile(r"^(conv1|bn1)\."), r"stem.\1."), (re.compile(r"^layer(\d)\."), r"stage\1.")]
+_RULES = RenameRules([(r"^(conv1|bn1)\.", r"stem.\1."), (r"^layer(\d)\.", r"stage\1.")])
 
 
 def convert_resnet_state_dict(state_dict) -> ConvertedWeights:
@@ -99,10 +98,7 @@ def convert_resnet_state_dict(state_dict) -> ConvertedWeights:
         if key.startswith("fc."):
             dropped.append(prefix + key)
             continue
-        new = key
-        if fmt == "torchvision":
-            for pattern, repl in _RULES:
-                new = pattern.sub(repl, new, count=1)
+        new = _RULES(key) if fmt == "torchvision" else key
         out[new] = value
         origin[new] = prefix + key
     return ConvertedWeights(out, origin, sorted(dropped), fmt, prefix)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -167,3 +168,18 @@ def save_backbone_weights(model: nn.Module, path: str | os.PathLike, **meta: str
     else:
         raise ValueError(f"output must end in .safetensors, .pth or .pt, got {p.name!r}")
     os.replace(tmp, p)
+
+
+class RenameRules:
+    """Ordered ``(regex, replacement)`` rules for state-dict keys, applied the same way everywhere (backbone and
+    task converters): every rule is tried in order on the key as the earlier rules left it, and replaces at
+    most its first match (``re.sub(count=1)``). Anchor a rule (``^...``) when it must see the original key;
+    a key that no rule matches keeps its name."""
+
+    def __init__(self, rules):
+        self.rules = [(re.compile(pattern), repl) for pattern, repl in rules]
+
+    def __call__(self, key: str) -> str:
+        for pattern, repl in self.rules:
+            key = pattern.sub(repl, key, count=1)
+        return key

@@ -183,6 +183,7 @@ class DeformableDETRHead(nn.Module):
     def __init__(
         self,
         in_channels: Sequence[int],
+        *,
         num_classes: int = 91,
         num_queries: int = 300,
         num_feature_levels: int = 4,

@@ -1,13 +1,11 @@
 """Checkpoints that survive being killed at any moment: write to a temporary file, fsync, rename."""
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import random
 import re
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -118,104 +116,3 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def our_model_config(meta: Mapping, task: str, source) -> dict:
-    """The model config stored in our checkpoint's ``meta`` (``{"task": ..., "model": config}``), checked."""
-    if meta.get("task") != task:
-        raise ValueError(f"{source} is a checkpoint for task {meta.get('task')!r}, not {task!r}")
-    if not isinstance(meta.get("model"), Mapping):
-        raise ValueError(f"{source}: meta['model'] must be the model's config dict, got {type(meta.get('model')).__name__}")
-    return dict(meta["model"])
-
-
-def read_model_file(path: Path, task: str) -> tuple[dict, dict | None, Mapping | None]:
-    """A weights file -> ``(state_dict, model config or None, meta or None)``.
-
-    Our checkpoints (``{"model": state_dict, "meta": {"task", "model"}}``, from ``tools/train.py``) carry their
-    config; for any other file (a bare or nested state dict, ``.safetensors``) it is None and the caller
-    looks for one elsewhere (a ``config.json`` beside it, the weight shapes).
-    """
-    from backbones import read_state_dict
-
-    obj = None
-    if path.suffix.lower() in (".pth", ".pt", ".bin", ".ckpt"):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-            raise ValueError(f"cannot read {path} with torch.load(weights_only=True): {e}") from e
-    meta = obj.get("meta") if isinstance(obj, Mapping) else None
-    if isinstance(meta, Mapping) and "task" in meta:
-        return _tensors(obj.get("model"), path), our_model_config(meta, task, path), meta
-    if isinstance(obj, Mapping):  # a bare or nested ("state_dict" in mmseg, "model") state dict
-        return _tensors(obj.get("state_dict", obj.get("model", obj)), path), None, meta
-    return read_state_dict(path), None, meta
-
-
-def _tensors(obj, path: Path) -> dict:
-    if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a state dict (found {type(obj).__name__} without tensors)")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
-def read_config_json(
-    path: Path, task: str, model_type: str, architecture: str | None = None, head: str = "task head"
-) -> tuple[dict | None, dict | None]:
-    """A ``config.json`` (in a Hugging Face folder or beside a weights file) -> ``(our model config, None)``
-    for ours (``{"task": ..., "model": config}``) or ``(None, the Hugging Face config dict)``, checked to be of
-    ``model_type`` (and to list ``architecture`` when it names its architectures)."""
-    if not path.is_file():
-        raise ValueError(f"{path.parent} is not a Hugging Face model folder: config.json is missing")
-    cfg = json.loads(path.read_text())
-    if "task" in cfg:
-        return our_model_config(cfg, task, path), None
-    if cfg.get("model_type") != model_type:
-        raise ValueError(f"{path} describes a {cfg.get('model_type')!r} model; expected model_type {model_type!r}")
-    architectures = cfg.get("architectures") or [architecture]
-    if architecture is not None and architecture not in architectures:
-        raise ValueError(
-            f"{path.parent} holds a {', '.join(architectures)} without a {head}; expected {architecture} "
-            "(for the encoder alone use backbones.build_backbone(name, weights=...))"
-        )
-    return None, cfg
-
-
-def read_pretrained(path, task: str, config_from_json, config_from_weights=None, other: str = "") -> tuple[dict, dict]:
-    """``(state_dict, model config)`` for a model's ``from_pretrained``: a Hugging Face folder, our checkpoint,
-    or a bare weights file whose config is a ``config.json`` beside it or, via ``config_from_weights(state_dict,
-    meta)`` (None when it cannot tell), the weights themselves; ``other`` names that last kind in errors."""
-    from backbones import read_state_dict
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"from_pretrained: {p} does not exist")
-    if p.is_dir():
-        return read_state_dict(p), config_from_json(p / "config.json")
-    state_dict, config, meta = read_model_file(p, task)
-    if config is None and (p.parent / "config.json").is_file():
-        config = config_from_json(p.parent / "config.json")
-    if config is None and config_from_weights is not None:
-        config = config_from_weights(state_dict, meta)
-    if config is None:
-        raise ValueError(
-            f"{p} is a bare state dict and no model configuration was found: expected our checkpoint "
-            f'({{"model": ..., "meta": {{"task": "{task}", "model": config}}}}), a config.json beside it'
-            + (f", or {other}" if other else "")
-        )
-    return state_dict, config
-
-
-def load_strict(model, weights, source) -> None:
-    """Load ``weights`` (``backbones.weights.ConvertedWeights``) after checking every key and shape, so a
-    failure names them all (``check_state_dict``) instead of torch's first mismatch."""
-    from backbones.weights import check_state_dict
-
-    check_state_dict(model, weights, str(source))
-    model.load_state_dict(weights.state_dict, strict=False)
-
-
-def load_model_weights(model, pretrained) -> None:
-    """Initialise ``model`` from ``pretrained`` (a model of the same architecture), strictly."""
-    from backbones.weights import ConvertedWeights
-
-    load_strict(model, ConvertedWeights(pretrained.state_dict(), {}, [], "ours", ""), "model.weights")

@@ -21,7 +21,9 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
     normalisation-layer parameters and biases get no weight decay unless ``decay_norm_and_bias``.
     Frozen parameters (``requires_grad=False``) are left out.
     """
-    named = model.parameter_groups() if hasattr(model, "parameter_groups") else {}
+    from .model import TaskModel
+
+    named = model.parameter_groups() if isinstance(model, TaskModel) else {}  # declared by every task model
     owners = {}
     for key in sorted(cfg.lr_mults, key=lambda k: (k in named, len(k))):  # named groups, then longer paths, win
         for module in named[key] if key in named else [_submodule(model, key, named)]:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from tasks.common.checkpoint import load_model_weights
 from tasks.common.config import Config
 from tasks.common.distributed import rank0_first
+from tasks.common.validation import check_min_size
 
 from .datasets import NYUDepthV2
 from .evaluator import DepthMetrics
@@ -30,11 +30,11 @@ class DepthTask:
             raise TypeError(f"data must be NYUData or ToyData, got {type(cfg.data).__name__}")
 
     def build_model(self) -> GLPN:
-        m = self.cfg.model
-        model = GLPN(m.backbone, m.max_depth, m.decoder_dim, m.backbone_args, m.backbone_weights)
-        if m.weights:
-            load_model_weights(model, GLPN.from_pretrained(m.weights))
-        return model
+        return GLPN.build(self.cfg.model)
+
+    def validate(self, model) -> None:
+        """Config values the built model cannot take (called by the engine before training)."""
+        check_min_size("data.crop", tuple(self.cfg.data.crop), model)
 
     def load_model(self, path) -> GLPN:
         return GLPN.from_pretrained(path)

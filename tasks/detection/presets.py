@@ -19,8 +19,9 @@ class DeformableDETRModel:
     hidden_dim: int = 256
     dim_feedforward: int = 1024
     dropout: float = 0.1
+    nheads: int = 8
     n_points: int = 4
-    backbone_args: dict = field(default_factory=dict)
+    backbone_args: dict | None = None  # None: the backbone's default (frozen BN, stem + stage1 frozen for resnet50)
     backbone_weights: str | None = None  # ImageNet-pretrained backbone: a local file or Hugging Face folder
     weights: str | None = None  # initialise the whole model (our checkpoint or an HF folder); not a resume
     # The original's loss weights and matching costs (Hugging Face uses 1 for the class terms).

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import torch
 
-from tasks.common.checkpoint import load_model_weights
 from tasks.common.config import Config
+from tasks.common.preprocess import Preprocessing
 from tasks.common.distributed import rank0_first
+from tasks.common.validation import check_min_size
 
 from .datasets import CocoDetection
 from .evaluator import CocoEvaluator
@@ -37,15 +38,15 @@ class DetectionTask:
         self.criterion = SetCriterion(m.num_classes, matcher, weights, focal_alpha=m.focal_alpha)
 
     def build_model(self) -> DeformableDETR:
-        m = self.cfg.model
-        model = DeformableDETR(
-            m.backbone, m.num_classes, m.num_queries, m.num_feature_levels, m.hidden_dim, 8, m.enc_layers,
-            m.dec_layers, m.dim_feedforward, m.dropout, m.n_points, m.with_box_refine, m.two_stage,
-            m.backbone_args or None, m.backbone_weights,
-        )
-        if m.weights:
-            load_model_weights(model, DeformableDETR.from_pretrained(m.weights))
-        return model
+        d = self.cfg.data
+        preprocessing = Preprocessing(resize="short_side", size=(d.test_size, d.max_size))  # kept in checkpoints
+        return DeformableDETR.build(self.cfg.model, preprocessing=preprocessing)
+
+    def validate(self, model) -> None:
+        """Config values the built model cannot take (called by the engine before training): every training
+        scale (the short side after augmentation) and the test size."""
+        check_min_size("data.scales", tuple(self.cfg.data.scales), model)
+        check_min_size("data.test_size", self.cfg.data.test_size, model)
 
     def load_model(self, path) -> DeformableDETR:
         return DeformableDETR.from_pretrained(path)
@@ -92,7 +93,9 @@ class DetectionTask:
             outputs.pop("aux_outputs", None)
         targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
         losses = self.criterion(outputs, targets)
-        return {"loss": weighted_total(losses, self.criterion.weight_dict)}
+        # "loss" (the weighted sum) is back-propagated; every term (loss_ce, loss_bbox, loss_giou, their _0.._{L-2}
+        # and _enc copies, unweighted) and cardinality_error are logged.
+        return {"loss": weighted_total(losses, self.criterion.weight_dict), **losses}
 
     def evaluate(self, model, loader, device) -> dict:
         """COCO bbox AP on boxes in original-image pixels (top-100 over queries x classes)."""

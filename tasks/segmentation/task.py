@@ -5,9 +5,10 @@ import math
 
 import torch
 
-from tasks.common.checkpoint import load_model_weights
 from tasks.common.config import Config
+from tasks.common.preprocess import Preprocessing
 from tasks.common.distributed import rank0_first
+from tasks.common.validation import check_min_size
 
 from .datasets import ADE20K, ADE20K_CLASSES, SegmentationFolder
 from .evaluator import MeanIoU
@@ -43,12 +44,16 @@ class SegmentationTask:
         m = self.cfg.model
         if m.num_classes != len(self.class_names):
             raise ValueError(f"model.num_classes is {m.num_classes} but the dataset has {len(self.class_names)} classes")
-        model = SegFormer(
-            m.backbone, m.num_classes, m.decoder_dim, m.dropout, m.backbone_args, m.backbone_weights, self.class_names
+        d = self.cfg.data
+        preprocessing = Preprocessing(  # the evaluation protocol, kept in every checkpoint
+            mean=tuple(v / 255 for v in d.mean), std=tuple(v / 255 for v in d.std), resize="keep_ratio",
+            size=tuple(d.test_scale), size_divisor=32,
         )
-        if m.weights:
-            load_model_weights(model, SegFormer.from_pretrained(m.weights))
-        return model
+        return SegFormer.build(m, class_names=self.class_names, preprocessing=preprocessing)
+
+    def validate(self, model) -> None:
+        """Config values the built model cannot take (called by the engine before training)."""
+        check_min_size("data.crop", self.cfg.data.crop, model)
 
     def load_model(self, path) -> SegFormer:
         return SegFormer.from_pretrained(path)

@@ -1,5 +1,5 @@
-"""GLPN: Hugging Face parity through ``from_pretrained`` (folders, bare weights), our checkpoint and the original
-GLPDepth checkpoint, the config round trip, loud errors, and the SiLog loss."""
+"""GLPN: our checkpoint and the original GLPDepth checkpoint through ``from_pretrained``, the config round trip,
+loud errors, and the SiLog loss. Hugging Face parity is in test_model_parity.py."""
 import json
 import math
 import re
@@ -9,45 +9,7 @@ import torch
 
 from tasks.depth.losses import silog_loss
 from tasks.depth.model import GLPN
-from tests.utils import perturb
-
-transformers = pytest.importorskip("transformers")
-
-# b4 widths with one block per stage, to keep the test fast (the real b4 has depths 3, 8, 27, 3).
-B4_WIDTHS = dict(hidden_sizes=[64, 128, 320, 512], depths=[1, 1, 1, 1])
-REL_TOL = 1e-5  # max abs depth difference / max_depth: 1e-4 m for max_depth 10; measured ~5e-7 relative
-
-
-def _hf(tmp_path, **config):
-    ref = perturb(transformers.GLPNForDepthEstimation(transformers.GLPNConfig(**config)))
-    ref.save_pretrained(tmp_path)
-    return ref
-
-
-def _assert_same_depth(ours, ref, x):
-    """``ref``: HF (``predicted_depth[B, H', W']``, H' >= H: compared on its top-left H x W) or one of ours."""
-    with torch.no_grad():
-        a = ours(x)
-        if isinstance(ref, transformers.PreTrainedModel):
-            b = ref(pixel_values=x).predicted_depth[:, None, : x.shape[-2], : x.shape[-1]]
-        else:
-            b = ref(x)
-    assert a.shape == b.shape == (x.shape[0], 1, *x.shape[-2:]), (a.shape, b.shape)
-    err = (a - b).abs().max().item()
-    assert err <= REL_TOL * ours.max_depth, f"max abs diff {err:.3g} m > {REL_TOL * ours.max_depth:.3g} m"
-
-
-@pytest.mark.parametrize("config", [dict(), dict(B4_WIDTHS, max_depth=80)], ids=["b0", "b4-widths"])
-def test_hf_folder_parity(tmp_path, config):
-    ref = _hf(tmp_path, **config)
-    ours = GLPN.from_pretrained(tmp_path)
-    assert not ours.training
-    assert list(ours.backbone.feature_channels.values()) == list(ref.config.hidden_sizes)
-    assert ours.config["decoder_dim"] == 64
-    assert ours.max_depth == ref.config.max_depth
-    # 94x126: Hugging Face returns 96x128 (it accepts sizes whose stages halve exactly); ours is that, cropped.
-    for shape in [(1, 3, 96, 128), (2, 3, 64, 96), (1, 3, 94, 126)]:
-        _assert_same_depth(ours, ref, torch.rand(shape))
+from tests.utils import assert_same_depth, perturb
 
 
 def test_sizes_hugging_face_rejects_work():
@@ -55,21 +17,6 @@ def test_sizes_hugging_face_rejects_work():
     with torch.no_grad():
         depth = model(torch.rand(1, 3, 100, 130))  # stages 25x33, 13x17, 7x9, 4x5
     assert depth.shape == (1, 1, 100, 130) and (depth > 0).all() and (depth < 10).all()
-
-
-def test_bare_weights_with_config_beside(tmp_path):
-    ref = _hf(tmp_path, **B4_WIDTHS)
-    # transformers 5.x holds GLPN under the same key names it writes (and 4.x wrote): nothing to rename.
-    assert "decoder.stages.0.convolution.weight" in ref.state_dict() and "head.head.0.weight" in ref.state_dict()
-    torch.save(ref.state_dict(), tmp_path / "weights.bin")
-    _assert_same_depth(GLPN.from_pretrained(tmp_path / "weights.bin"), ref, torch.rand(1, 3, 64, 96))
-
-
-def test_eps_override(tmp_path):
-    _hf(tmp_path)
-    model = GLPN.from_pretrained(tmp_path, layer_norm_eps=1e-6)  # the eps GLPDepth trained the MiT with
-    assert model.config["backbone_args"]["layer_norm_eps"] == 1e-6
-    assert model.backbone.stage1.norm.eps == 1e-6 and model.backbone.stage1.patch_embed.norm.eps == 1e-5
 
 
 def _save_ours(path, state, config, task="depth"):
@@ -83,30 +30,20 @@ def test_our_checkpoint_round_trip(tmp_path):
     loaded = GLPN.from_pretrained(tmp_path / "c.pth", grad_checkpointing=True)
     assert loaded.config == {**model.config, "backbone_args": {"grad_checkpointing": True}}
     assert loaded.max_depth == 80.0
-    _assert_same_depth(loaded, model, torch.rand(1, 3, 64, 96))
+    assert_same_depth(loaded, model, torch.rand(1, 3, 64, 96))
 
 
 def test_our_config_json_beside_weights(tmp_path):
     model = perturb(GLPN("pvt_v2_b0"))  # another backbone family: the encoder goes through its own converter
     torch.save(model.state_dict(), tmp_path / "w.pth")
     (tmp_path / "config.json").write_text(json.dumps({"task": "depth", "model": model.config}))
-    _assert_same_depth(GLPN.from_pretrained(tmp_path / "w.pth"), model, torch.rand(1, 3, 64, 64))
-
-
-def test_hf_b4_config_is_mit_b4(tmp_path):
-    config = transformers.GLPNConfig(hidden_sizes=[64, 128, 320, 512], depths=[3, 8, 27, 3])  # vinvino02/glpn-nyu
-    (tmp_path / "config.json").write_text(config.to_json_string())
-    from tasks.depth.model import _config_from_json
-
-    assert _config_from_json(tmp_path / "config.json") == dict(
-        backbone="mit_b4", max_depth=10.0, decoder_dim=64,
-        backbone_args=dict(drop_path_rate=0.1, layer_norm_eps=1e-5, embed_layer_norm_eps=1e-5),
-    )
+    assert_same_depth(GLPN.from_pretrained(tmp_path / "w.pth"), model, torch.rand(1, 3, 64, 64))
 
 
 def test_config_rebuilds_the_architecture():
     model = GLPN("mit_b4", backbone_args=dict(depths=(1, 1, 1, 1)))
-    expected = dict(backbone="mit_b4", max_depth=10.0, decoder_dim=64, backbone_args={"depths": (1, 1, 1, 1)})
+    expected = dict(backbone="mit_b4", max_depth=10.0, decoder_dim=64, backbone_args={"depths": (1, 1, 1, 1)},
+                    preprocessing=GLPN.default_preprocessing.to_dict())
     assert model.config == expected
     rebuilt = GLPN(**model.config)
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
@@ -140,32 +77,9 @@ def test_glpdepth_checkpoint(tmp_path):
     torch.save(state, tmp_path / "best_model_nyu.ckpt")
     loaded = GLPN.from_pretrained(tmp_path / "best_model_nyu.ckpt")
     assert (loaded.config["backbone"], loaded.config["decoder_dim"], loaded.max_depth) == ("mit_b0", 32, 10.0)
-    _assert_same_depth(loaded, model, torch.rand(1, 3, 64, 96))
+    assert_same_depth(loaded, model, torch.rand(1, 3, 64, 96))
     kitti = GLPN.from_pretrained(tmp_path / "best_model_nyu.ckpt", max_depth=80.0)  # not stored in the file
     assert kitti.max_depth == 80.0 and kitti.config["max_depth"] == 80.0
-
-
-def test_from_pretrained_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        GLPN.from_pretrained(tmp_path / "missing")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="config.json is missing"):
-        GLPN.from_pretrained(tmp_path / "empty")
-
-    seg = tmp_path / "seg"
-    transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(num_labels=3)).save_pretrained(seg)
-    with pytest.raises(ValueError, match="describes a 'segformer' model"):
-        GLPN.from_pretrained(seg)
-
-    encoder = tmp_path / "encoder"
-    transformers.GLPNModel(transformers.GLPNConfig()).save_pretrained(encoder)
-    with pytest.raises(ValueError, match="GLPNModel without a depth head"):
-        GLPN.from_pretrained(encoder)
-
-    other_head = tmp_path / "head_in_index"
-    _hf(other_head, head_in_index=1)
-    with pytest.raises(ValueError, match="head_in_index=1 is not supported"):
-        GLPN.from_pretrained(other_head)
 
 
 def test_mismatched_weights_name_keys_and_shapes(tmp_path):
@@ -222,14 +136,6 @@ def test_silog_by_hand():
     # [B, H, W] works too, and lambd is the weight of the squared mean
     flat = silog_loss(pred.detach()[:, 0], target[:, 0], lambd=0.0)["loss_silog"]
     assert flat.item() == pytest.approx(math.sqrt(mean_sq), rel=1e-6)
-
-
-def test_silog_matches_hugging_face():
-    pred = torch.rand(2, 1, 8, 12) * 10 + 0.1
-    target = torch.rand(2, 1, 8, 12) * 10
-    target[target < 2] = 0
-    reference = transformers.models.glpn.modeling_glpn.SiLogLoss()(pred[:, 0], target[:, 0])
-    torch.testing.assert_close(silog_loss(pred, target)["loss_silog"], reference)
 
 
 def test_silog_all_invalid_is_zero_with_a_gradient():

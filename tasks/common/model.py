@@ -1,0 +1,134 @@
+"""The base of every task model: a registered backbone, a head, a config that rebuilds it, its preprocessing
+and class names, the checks at its boundary, and the one ``from_pretrained`` pipeline.
+
+A task model subclasses ``TaskModel``, builds its head on ``self.in_channels`` and ends ``__init__`` with
+``self._set_config(...)`` (its own architecture arguments); it names its ``TaskWeights`` table (its
+``weights.py``) and its default ``Preprocessing``, and implements ``forward`` and ``predict``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from backbones import build_backbone
+
+from .preprocess import Preprocessing
+from .pretrained import TaskWeights, check_names, convert, load_model_weights, load_strict, read_pretrained
+
+_RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
+
+
+class TaskModel(nn.Module):
+    """``TaskModel(backbone, *, out_indices, backbone_args, backbone_weights, num_classes, class_names,
+    preprocessing)``; ``type(model)(**model.config)`` rebuilds the architecture (no weights).
+
+    ``backbone_args`` are overrides for ``build_backbone`` (see ``backbones.pvt_v2.PVTv2Config``); None takes
+    ``default_backbone_args`` of the subclass for that backbone. ``backbone_weights`` (a local path or a hub id)
+    initialises the backbone (ImageNet pre-training). ``class_names``: one per class (kept for reports and
+    pictures). ``preprocessing``: a ``Preprocessing`` or its dict; None takes the subclass's default.
+    """
+
+    task: ClassVar[str]
+    weights_spec: ClassVar[TaskWeights]
+    default_preprocessing: ClassVar[Preprocessing]
+    default_backbone_args: ClassVar[Mapping[str, Mapping]] = {}
+
+    def __init__(
+        self,
+        backbone: str,
+        *,
+        out_indices: Sequence[int],
+        backbone_args: Mapping | None = None,
+        backbone_weights: str | os.PathLike | None = None,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        preprocessing: Preprocessing | Mapping | None = None,
+    ):
+        super().__init__()
+        who = type(self).__name__
+        if not isinstance(backbone, str):
+            raise TypeError(f"{who}: backbone must be a registered backbone name (str), got {backbone!r}")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"{who}: num_classes must be a positive int, got {num_classes!r}")
+        if backbone_args is None:
+            backbone_args = self.default_backbone_args.get(backbone, {})
+        if not isinstance(backbone_args, Mapping):
+            raise TypeError(f"{who}: backbone_args must be a dict of build_backbone overrides, got {backbone_args!r}")
+        backbone_args = dict(backbone_args)
+        reserved = sorted(set(backbone_args) & set(_RESERVED_BACKBONE_ARGS))
+        if reserved:
+            raise ValueError(f"{who}: backbone_args may not set {', '.join(reserved)} ({who} sets them itself)")
+        self.backbone = build_backbone(backbone, out_indices=out_indices, weights=backbone_weights, **backbone_args)
+        self.in_channels = [self.backbone.feature_channels[name] for name in self.backbone.out_features]
+        self.num_classes = num_classes
+        self.class_names = check_names(class_names, num_classes, who) if num_classes is not None else None
+        self.preprocessing = self.default_preprocessing if preprocessing is None else Preprocessing.from_dict(preprocessing)
+        self._backbone_config = dict(backbone=backbone, backbone_args=backbone_args)
+
+    def _set_config(self, **arch: Any) -> None:
+        """Record the arguments that rebuild this model (``type(self)(**self.config)``)."""
+        extra = {"num_classes": self.num_classes, "class_names": self.class_names} if self.num_classes is not None else {}
+        self.config = {
+            "backbone": self._backbone_config["backbone"], **extra, **arch,
+            "backbone_args": self._backbone_config["backbone_args"], "preprocessing": self.preprocessing.to_dict(),
+        }
+
+    def features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's selected stages, in stride order (the backbone checks the input)."""
+        out = self.backbone(pixel_values)
+        return [out[name] for name in self.backbone.out_features]
+
+    def load_hint(self, state_dict: Mapping[str, torch.Tensor]) -> str:
+        """Why ``state_dict`` (in our keys) does not fit, when the backbone can tell."""
+        inner = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+        return self.backbone.load_hint(inner)
+
+    def parameter_groups(self) -> dict[str, list[nn.Module]]:
+        """Modules the recipe trains at their own learning rate (``optimizer.lr_mults`` by group name)."""
+        return {}
+
+    def predict(self, image: np.ndarray, **options):
+        """The prediction for one ``image[H, W, 3]`` uint8 RGB, at the image's own size."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @classmethod
+    def build(cls, options, **overrides) -> "TaskModel":
+        """A model from a config's model section: ``options`` is a dataclass whose fields named like this
+        class's constructor arguments are passed on, and whose ``weights`` (if set) initialise the whole model."""
+        import dataclasses
+        import inspect
+
+        params = inspect.signature(cls.__init__).parameters
+        kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name in params}
+        model = cls(**{**kwargs, **overrides})
+        if getattr(options, "weights", None):
+            load_model_weights(model, cls.from_pretrained(options.weights))
+        return model
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **backbone_args) -> "TaskModel":
+        """Build the architecture ``path`` describes and load its weights strictly; returns it in eval mode.
+
+        ``path``: our checkpoint (``best.pth``/``last.pth`` from ``tools/train.py``: ``{"model": state_dict,
+        "meta": {"task": ..., "model": config}}``), a Hugging Face model folder of a class the task's weights
+        table names (``config.json`` + weights; transformers 4.x and 5.x key names), a bare state dict with a
+        ``config.json`` beside it, a Hugging Face hub id, or an original release the table recognises.
+        ``backbone_args`` update the stored backbone overrides (e.g. ``layer_norm_eps=1e-6``).
+        """
+        return cls._load_pretrained(path, backbone_args)
+
+    @classmethod
+    def _load_pretrained(cls, path, backbone_args: Mapping, **overrides) -> "TaskModel":
+        state_dict, config, local = read_pretrained(path, cls.weights_spec)
+        config["backbone_args"] = {**(config.get("backbone_args") or {}), **backbone_args}
+        model = cls(**{**config, **overrides})
+        load_strict(model, convert(state_dict, cls.weights_spec, model), local)
+        return model.eval()

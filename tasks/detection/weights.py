@@ -1,0 +1,128 @@
+"""What ``DeformableDETR.from_pretrained`` reads: our checkpoints and Hugging Face
+``DeformableDetrForObjectDetection`` folders (transformers 4.x names, as 5.x also writes, and the 5.x in-memory
+names).
+
+The backbone converts its own keys; the rules below rename the rest (``tasks.common.pretrained`` applies them
+with ``backbones.weights.RenameRules``' semantics), and ``finish`` packs the decoder's q/k/v projections into
+``nn.MultiheadAttention``'s ``in_proj`` and fits the class/box heads to the configuration.
+"""
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import torch
+
+from backbones.weights import RenameRules
+from tasks.common.pretrained import TaskWeights, class_names_from_hf, hf_num_labels
+
+# The published checkpoints' backbone: torchvision ResNet-50, frozen BN, stem and layer1 not trained.
+RESNET50_ARGS = {"norm_layer": "frozen_bn", "frozen_stages": 1}
+
+_L = r"\.layers\.(\d+)\."
+HEAD_RULES = RenameRules([
+    (r"^model\.(input_proj|level_embed|reference_points|enc_output|enc_output_norm|pos_trans|pos_trans_norm)\b",
+     r"head.\1"),
+    (r"^model\.query_position_embeddings\.", "head.query_embed."),
+    (rf"^model\.encoder{_L}self_attn\.", r"head.encoder.layers.\1.self_attn."),
+    (rf"^model\.decoder{_L}self_attn\.(?:out_proj|o_proj)\.", r"head.decoder.layers.\1.self_attn.out_proj."),
+    (rf"^model\.decoder{_L}self_attn\.([qkv])_proj\.", r"head.decoder.layers.\1.self_attn.\2_proj."),
+    (rf"^model\.decoder{_L}encoder_attn\.", r"head.decoder.layers.\1.cross_attn."),
+    (rf"^model\.decoder{_L}encoder_attn_layer_norm\.", r"head.decoder.layers.\1.cross_attn_norm."),
+    (rf"^model\.(encoder|decoder){_L}self_attn_layer_norm\.", r"head.\1.layers.\2.self_attn_norm."),
+    (rf"^model\.(encoder|decoder){_L}(?:mlp\.)?fc1\.", r"head.\1.layers.\2.ffn.linear1."),
+    (rf"^model\.(encoder|decoder){_L}(?:mlp\.)?fc2\.", r"head.\1.layers.\2.ffn.linear2."),
+    (rf"^model\.(encoder|decoder){_L}final_layer_norm\.", r"head.\1.layers.\2.ffn.norm."),
+    (r"^(?:model\.decoder\.)?(class_embed|bbox_embed)\.(\d+)\.", r"head.\1.\2."),
+])
+_QKV = re.compile(r"^head\.decoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$")
+_HEADS = re.compile(r"^head\.(class_embed|bbox_embed)\.(\d+)\.(.*)$")
+
+
+def config_from_hf(cfg: Mapping, source) -> dict:
+    """A Hugging Face ``DeformableDetrConfig`` (dict) -> ``DeformableDETR`` arguments."""
+    get = lambda key, default: cfg.get(key, default)  # noqa: E731  (HF leaves defaults out of config.json)
+    pairs = [("encoder_attention_heads", "decoder_attention_heads", 8), ("encoder_ffn_dim", "decoder_ffn_dim", 1024),
+             ("encoder_n_points", "decoder_n_points", 4)]
+    for enc, dec, default in pairs:
+        if get(enc, default) != get(dec, default):
+            raise ValueError(f"{source}: {enc}={get(enc, default)} != {dec}={get(dec, default)} is not supported")
+    if get("activation_function", "relu") != "relu" or get("position_embedding_type", "sine") != "sine":
+        raise ValueError(f"{source}: only activation 'relu' and position_embedding_type 'sine' are supported")
+    backbone = cfg.get("backbone_config") or {}
+    name = backbone.get("backbone") if backbone else cfg.get("backbone", "resnet50")
+    if backbone.get("model_type", "timm_backbone") != "timm_backbone" or name not in ("resnet50", None):
+        raise ValueError(f"{source}: only the (timm) ResNet-50 backbone is supported, got {backbone or name!r}")
+    dilation = bool(get("dilation", False)) or backbone.get("output_stride") == 16  # DC5: stage4 at stride 16
+    dc5 = {"replace_stride_with_dilation": (False, False, True)} if dilation else {}
+    two_stage = bool(get("two_stage", False))
+    num_classes = hf_num_labels(cfg)
+    return dict(
+        backbone="resnet50",
+        num_classes=num_classes,
+        class_names=class_names_from_hf(cfg, num_classes),
+        num_queries=get("two_stage_num_proposals", 300) if two_stage else get("num_queries", 300),
+        num_feature_levels=get("num_feature_levels", 4),
+        hidden_dim=get("d_model", 256),
+        nheads=get("encoder_attention_heads", 8),
+        enc_layers=get("encoder_layers", 6),
+        dec_layers=get("decoder_layers", 6),
+        dim_feedforward=get("encoder_ffn_dim", 1024),
+        dropout=get("dropout", 0.1),
+        n_points=get("encoder_n_points", 4),
+        with_box_refine=bool(get("with_box_refine", False)),
+        two_stage=two_stage,
+        backbone_args=dict(RESNET50_ARGS, **dc5),
+    )
+
+
+def finish(out: dict, origin: dict, model) -> None:
+    """Pack q/k/v into ``in_proj`` (row-wise, as ``nn.MultiheadAttention`` holds them) and fit the heads.
+
+    Copies of a head (``model.decoder.{class,bbox}_embed`` beside the top-level ones; the repeated shared head
+    without box refinement) must be equal and load once. transformers 5.x ties every ``class_embed.k`` to
+    ``class_embed.0``, even with box refinement, and saves only head 0: when all heads but 0 are absent they
+    are filled from it (the model 5.x builds from such a file).
+    """
+    qkv: dict[tuple[str, str], dict[str, str]] = {}
+    for key in [k for k in out if _QKV.match(k)]:
+        layer, part, kind = _QKV.match(key).groups()
+        qkv.setdefault((layer, kind), {})[part] = key
+    for (layer, kind), parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise ValueError(f"decoder layer {layer} self-attention has {sorted(parts)} projections, not q, k and v")
+        new = f"head.decoder.layers.{layer}.self_attn.in_proj_{kind}"
+        out[new] = torch.cat([out.pop(parts[c]) for c in "qkv"])
+        origin[new] = origin.pop(parts["q"])
+        origin.pop(parts["k"]), origin.pop(parts["v"])
+    _fit_heads(out, origin, len(model.head.class_embed))
+
+
+def _fit_heads(out: dict, origin: dict, num_heads: int) -> None:
+    for key in [k for k in out if _HEADS.match(k)]:
+        kind, index, rest = _HEADS.match(key).groups()
+        if int(index) >= num_heads:
+            first = out.get(f"head.{kind}.0.{rest}")
+            if first is None or not torch.equal(first, out[key]):
+                raise ValueError(
+                    f"{origin[key]} differs from {kind}.0: the weights have per-layer heads (box refinement) but "
+                    f"the configuration shares one head"
+                )
+            del out[key], origin[key]
+    others = [k for k in out if k.startswith("head.class_embed.") and not k.startswith("head.class_embed.0.")]
+    if num_heads > 1 and not others:
+        for key in [k for k in out if k.startswith("head.class_embed.0.")]:
+            rest = key[len("head.class_embed.0.") :]
+            for index in range(1, num_heads):
+                out[f"head.class_embed.{index}.{rest}"] = out[key]
+                origin[f"head.class_embed.{index}.{rest}"] = f"{origin[key]} (tied)"
+
+
+WEIGHTS = TaskWeights(
+    task="detection",
+    hf_model_types=("deformable_detr",),
+    hf_architectures=(),  # any: a folder without the class heads fails the strict load, naming them
+    config_from_hf=config_from_hf,
+    head_rules=HEAD_RULES,
+    finish=finish,
+)

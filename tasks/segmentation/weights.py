@@ -1,0 +1,71 @@
+"""What ``SegFormer.from_pretrained`` reads: our checkpoints, Hugging Face ``SegformerForSemanticSegmentation``
+folders (transformers 4.x and 5.x key names) and the original mmseg SegFormer checkpoints.
+
+The encoder's keys are converted by the backbone (every PVTv2/MiT format); the rules below rename the decode
+head's (``tasks.common.pretrained`` applies them with ``backbones.weights.RenameRules``' semantics).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from backbones.pvt_v2 import mit_from_hf_config, mit_from_state_dict
+from backbones.weights import RenameRules
+from tasks.common.pretrained import OriginalFormat, TaskWeights, class_names_from_hf, hf_num_labels
+
+# HF 4.x (also what transformers 5.x writes), HF 5.x in memory (linear_projections), original mmseg
+# (linear_c{n}, linear_fuse.conv/bn, linear_pred).
+HEAD_RULES = RenameRules([
+    (r"^decode_head\.(?:linear_c|linear_projections)\.(\d+)\.proj\.", r"head.linear_c.\1."),
+    (r"^decode_head\.linear_c(\d)\.proj\.", lambda m: f"head.linear_c.{int(m[1]) - 1}."),
+    (r"^decode_head\.linear_fuse\.conv\.", "head.linear_fuse."),
+    (r"^decode_head\.linear_fuse\.bn\.", "head.bn."),
+    (r"^decode_head\.linear_fuse\.", "head.linear_fuse."),
+    (r"^decode_head\.batch_norm\.", "head.bn."),
+    (r"^decode_head\.(?:classifier|linear_pred)\.", "head.classifier."),
+])
+
+
+def config_from_hf(cfg: Mapping, source) -> dict:
+    """A Hugging Face ``SegformerConfig`` (dict) -> ``SegFormer`` arguments."""
+    backbone, backbone_args = mit_from_hf_config(cfg, source)
+    num_classes = hf_num_labels(cfg)
+    return dict(
+        backbone=backbone,
+        num_classes=num_classes,
+        decoder_dim=cfg.get("decoder_hidden_size", 256),
+        dropout=cfg.get("classifier_dropout_prob", 0.1),
+        backbone_args=backbone_args,
+        class_names=class_names_from_hf(cfg, num_classes),
+    )
+
+
+def config_from_mmseg(state_dict: Mapping, meta) -> dict:
+    """An mmseg SegFormer checkpoint's architecture, read from its weight shapes."""
+    backbone, backbone_args = mit_from_state_dict(state_dict)
+    num_classes = state_dict["decode_head.linear_pred.weight"].shape[0]
+    classes = meta.get("CLASSES") if isinstance(meta, Mapping) else None
+    names = list(classes) if isinstance(classes, (list, tuple)) and len(classes) == num_classes else None
+    return dict(
+        backbone=backbone,
+        num_classes=num_classes,
+        decoder_dim=state_dict["decode_head.linear_fuse.conv.weight"].shape[0],
+        backbone_args=backbone_args,
+        class_names=names,
+    )
+
+
+WEIGHTS = TaskWeights(
+    task="segmentation",
+    hf_model_types=("segformer",),
+    hf_architectures=("SegformerForSemanticSegmentation",),
+    config_from_hf=config_from_hf,
+    head_rules=HEAD_RULES,
+    originals=(
+        OriginalFormat(
+            "an mmseg SegFormer checkpoint (decode_head.linear_fuse.conv.*)",
+            lambda sd: "decode_head.linear_fuse.conv.weight" in sd,
+            config_from_mmseg,
+        ),
+    ),
+    unused=("decode_head.conv_seg.",),  # mmseg BaseDecodeHead's classifier, never run by SegFormer
+)
