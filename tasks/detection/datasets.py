@@ -36,10 +36,11 @@ Transform = Callable[[dict], dict]
 
 # The keys CocoDetection reads, per list: (what one entry is called, its required keys).
 _COCO_KEYS = {
-    "images": ("image", ("id", "file_name")),
-    "annotations": ("annotation", ("id", "image_id", "category_id", "bbox")),
-    "categories": ("category", ("id", "name")),
+    "images": ("image", {"id", "file_name"}),
+    "annotations": ("annotation", {"id", "image_id", "category_id", "bbox"}),
+    "categories": ("category", {"id", "name"}),
 }
+_NUMBERS = (int, float)  # exact types: json gives these (a bool is not a coordinate)
 
 
 def load_coco(ann_file: Union[str, Path]) -> COCO:
@@ -71,21 +72,17 @@ def check_coco(document, ann_file: Path) -> None:
         if not isinstance(entries, list):
             raise ValueError(f"{where}: '{name}' must be a list, got {type(entries).__name__}")
         for index, entry in enumerate(entries):
-            missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
-            if missing:
+            if not (isinstance(entry, dict) and keys <= entry.keys()):
+                missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
                 label = f"id {entry['id']!r}" if isinstance(entry, dict) and "id" in entry else f"number {index}"
-                raise ValueError(f"{where}: {entry_name} {label} has no {', '.join(map(repr, missing))}")
+                raise ValueError(f"{where}: {entry_name} {label} has no {', '.join(map(repr, sorted(missing)))}")
     for annotation in document.get("annotations", []):
         box = annotation["bbox"]
-        if not (isinstance(box, list) and len(box) == 4 and all(_is_finite_number(v) for v in box)):
+        if not (type(box) is list and len(box) == 4 and all(type(v) in _NUMBERS and math.isfinite(v) for v in box)):
             raise ValueError(
                 f"{where}: annotation id {annotation['id']} has bbox {box!r}; expected [x, y, width, height], "
                 "4 finite numbers"
             )
-
-
-def _is_finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def coco_targets(annotations: Sequence[dict], height: int, width: int, remove_crowd: bool = True) -> tuple[np.ndarray, np.ndarray]:
