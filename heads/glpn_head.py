@@ -51,12 +51,24 @@ def _conv_bn_relu(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return F.relu_(x)  # neither backward (conv, BN) needs its output, so in place is safe
 
 
+def _crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """The top-left ``size`` (h, w) of ``x[..., H, W]``, h <= H and w <= W.
+
+    Traced (``torch.export``, ``torch.compile``), a slice ``x[..., :h]`` asks "h < H?" and the answer at the
+    example size (often h == H) is baked into the graph, which is then wrong at sizes where the other answer
+    holds; gathering rows ``arange(h)`` asks nothing. Eager code slices (a view, no copy).
+    """
+    if not torch.compiler.is_compiling():
+        return x[..., : size[0], : size[1]]
+    rows = torch.arange(size[0], device=x.device)
+    cols = torch.arange(size[1], device=x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
 def _up2(x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
     """Bilinear x2 (align_corners=False), cropped to ``size`` (at most one row/column smaller)."""
     x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-    if size is not None and tuple(x.shape[-2:]) != tuple(size):
-        x = x[..., : size[0], : size[1]]
-    return x
+    return x if size is None else _crop(x, size)
 
 
 # Bilinear x2 (align_corners=False) along one axis, as seen by a 3x3 conv at the output resolution: output
@@ -99,13 +111,16 @@ def _up2_conv3x3(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     out = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), kernel, phase_bias)
     phases = out.view(b, o, 2, 2, h, w)  # [B, O, p, q, i, j] = full-res (2i + p, 2j + q)
     top = F.conv2d(_up2(y[..., :2, :])[..., :2, :], weight, bias, padding=1)[..., 0, :]
-    bottom = F.conv2d(_up2(y[..., h - 2 :, :])[..., 2:, :], weight, bias, padding=1)[..., 1, :]
+    # Negative indices, not h - 1 / w - 1: a symbolic index would specialise torch.export to the example size.
+    bottom = F.conv2d(_up2(y[..., -2:, :])[..., 2:, :], weight, bias, padding=1)[..., 1, :]
     left = F.conv2d(_up2(y[..., :2])[..., :2], weight, bias, padding=1)[..., 0]
-    right = F.conv2d(_up2(y[..., w - 2 :])[..., 2:], weight, bias, padding=1)[..., 1]
-    phases[:, :, 0, :, 0, :] = top.view(b, o, w, 2).transpose(-1, -2)
-    phases[:, :, 1, :, h - 1, :] = bottom.view(b, o, w, 2).transpose(-1, -2)
-    phases[:, :, :, 0, :, 0] = left.view(b, o, h, 2).transpose(-1, -2)
-    phases[:, :, :, 1, :, w - 1] = right.view(b, o, h, 2).transpose(-1, -2)
+    right = F.conv2d(_up2(y[..., -2:])[..., 2:], weight, bias, padding=1)[..., 1]
+    # Strided slices, not a view as [..., w, 2]: torch.export cannot prove 2w % w == 0 for symbolic w.
+    for q in range(2):
+        phases[:, :, 0, q, 0, :] = top[..., q::2]
+        phases[:, :, 1, q, -1, :] = bottom[..., q::2]
+        phases[:, :, q, 0, :, 0] = left[..., q::2]
+        phases[:, :, q, 1, :, -1] = right[..., q::2]
     return out
 
 
@@ -179,7 +194,8 @@ class GLPNHead(nn.Module):
         )
 
     def forward(self, features: Sequence[torch.Tensor], size: Sequence[int] | None = None) -> torch.Tensor:
-        self._check(features, size)
+        if not torch.compiler.is_compiling():  # eager inputs are checked; traced sizes are symbolic
+            self._check(features, size)
         x = None
         for stage, f in zip(self.stages, reversed(features)):
             local = stage.convolution(f)
@@ -187,9 +203,7 @@ class GLPNHead(nn.Module):
         conv1, conv2 = self.depth[0], self.depth[2]
         x = F.relu_(_up2_conv3x3(_up2(x), conv1.weight, conv1.bias))  # full-res map as 2x2 phases at 1/2
         depth = F.pixel_shuffle(torch.sigmoid(_phase_conv3x3(x, conv2.weight, conv2.bias)).mul(self.max_depth), 2)
-        if size is not None and tuple(depth.shape[-2:]) != tuple(size):
-            depth = depth[..., : size[0], : size[1]]
-        return depth
+        return depth if size is None else _crop(depth, size)
 
     def _check(self, features, size) -> None:
         n = len(self.in_channels)
