@@ -23,8 +23,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from tasks.common.images import IMAGENET_MEAN, IMAGENET_STD  # defined once, in 0-1 units
 _RULES = {"none": 0, "keep_ratio": 2, "short_side": 2, "short_side_crop": 2, "fixed": 2}  # rule -> len(size)
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
