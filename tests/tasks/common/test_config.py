@@ -89,5 +89,5 @@ def test_load_config(tmp_path):
         load_config(bad)
     typo = tmp_path / "typo.py"
     typo.write_text("from tasks.common.config import poly\nconfig = poly(max_iters=10, warmup=5)\n")
-    with pytest.raises(ConfigError, match="typo.py: .*warmup"):
+    with pytest.raises(ConfigError, match="typo.py, line 2: TypeError: .*warmup"):
         load_config(typo)
