@@ -1,24 +1,15 @@
 """Multi-scale deformable attention: both samplers (grid_sample = reference, embedding_bag = fast path)
-against a loop-based bilinear sampler written here, gradcheck in float64, against each other, Hugging
-Face's implementation, the reference init and autocast."""
+against a loop-based bilinear sampler written here, gradcheck in float64, against each other, the reference
+init and autocast. Hugging Face's implementation is in test_ms_deform_attn_parity.py."""
 import math
 
 import pytest
 import torch
 
 from heads.deformable_detr import MSDeformAttn, ms_deform_attn, ms_deform_attn_bag
+from tests.utils import LEVEL_SHAPES, deform_attn_inputs
 
-SHAPES = [(6, 8), (3, 4), (2, 2)]  # non-square, with a 2x2 level whose border matters
 SAMPLERS = pytest.mark.parametrize("sample", [ms_deform_attn, ms_deform_attn_bag], ids=["grid_sample", "bag"])
-
-
-def _inputs(B=2, Q=5, heads=2, d=3, P=3, dtype=torch.float32, spread=0.3):
-    S = sum(h * w for h, w in SHAPES)
-    value = torch.randn(B, S, heads, d, dtype=dtype)
-    # Locations reach outside [0, 1] so the zero padding is exercised.
-    loc = (torch.rand(B, Q, heads, len(SHAPES), P, 2, dtype=dtype) * (1 + 2 * spread) - spread)
-    weights = torch.rand(B, Q, heads, len(SHAPES) * P, dtype=dtype).softmax(-1).view(B, Q, heads, len(SHAPES), P)
-    return value, loc, weights
 
 
 def _loop_reference(value, shapes, loc, weights):
@@ -49,27 +40,27 @@ def _loop_reference(value, shapes, loc, weights):
 
 @SAMPLERS
 def test_matches_loop_reference(sample):
-    value, loc, weights = _inputs(dtype=torch.float64)
-    got = sample(value, torch.tensor(SHAPES), loc, weights)
+    value, loc, weights = deform_attn_inputs(dtype=torch.float64)
+    got = sample(value, torch.tensor(LEVEL_SHAPES), loc, weights)
     assert got.shape == (2, 5, 6)
-    torch.testing.assert_close(got, _loop_reference(value, SHAPES, loc, weights), atol=1e-10, rtol=0)
+    torch.testing.assert_close(got, _loop_reference(value, LEVEL_SHAPES, loc, weights), atol=1e-10, rtol=0)
 
 
 @SAMPLERS
 def test_gradcheck_float64(sample):
-    value, loc, weights = _inputs(B=1, Q=2, heads=2, d=2, P=2, dtype=torch.float64)
+    value, loc, weights = deform_attn_inputs(B=1, Q=2, heads=2, d=2, P=2, dtype=torch.float64)
     # Random locations are (almost surely) off pixel boundaries, where bilinear sampling has kinks.
     for t in (value, loc, weights):
         t.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda v, l, a: sample(v, SHAPES, l, a), (value, loc, weights))
+    assert torch.autograd.gradcheck(lambda v, l, a: sample(v, LEVEL_SHAPES, l, a), (value, loc, weights))
 
 
 def test_fast_path_matches_reference_float32():
-    value, loc, weights = _inputs(B=2, Q=40, heads=4, d=8, P=4)
+    value, loc, weights = deform_attn_inputs(B=2, Q=40, heads=4, d=8, P=4)
     grads = []
     for sample in (ms_deform_attn, ms_deform_attn_bag):
         inputs = [t.clone().requires_grad_(True) for t in (value, loc, weights)]
-        out = sample(inputs[0], SHAPES, inputs[1], inputs[2])
+        out = sample(inputs[0], LEVEL_SHAPES, inputs[1], inputs[2])
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         grads.append([out.detach()] + [t.grad.nan_to_num() for t in inputs])
     for a, b in zip(*grads):
@@ -78,21 +69,21 @@ def test_fast_path_matches_reference_float32():
 
 def test_fast_path_non_finite_locations_read_zero():
     """As in the original kernel (grid_sample returns NaN there)."""
-    value, loc, weights = _inputs()
+    value, loc, weights = deform_attn_inputs()
     loc[0, 0, 0, 0, 0] = torch.tensor([float("inf"), 0.5])
     loc[1, 2, 1, 2, 1] = torch.tensor([0.5, float("nan")])
     zeroed = weights.clone()
     zeroed[0, 0, 0, 0, 0] = zeroed[1, 2, 1, 2, 1] = 0
-    got = ms_deform_attn_bag(value, SHAPES, loc, weights)
-    torch.testing.assert_close(got, ms_deform_attn_bag(value, SHAPES, loc, zeroed))
+    got = ms_deform_attn_bag(value, LEVEL_SHAPES, loc, weights)
+    torch.testing.assert_close(got, ms_deform_attn_bag(value, LEVEL_SHAPES, loc, zeroed))
 
 
 @SAMPLERS
 def test_autocast_runs_in_float32(sample):
-    value, loc, weights = _inputs()
-    ref = ms_deform_attn(value, SHAPES, loc, weights)
+    value, loc, weights = deform_attn_inputs()
+    ref = ms_deform_attn(value, LEVEL_SHAPES, loc, weights)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = sample(value.bfloat16(), SHAPES, loc.bfloat16(), weights.bfloat16())
+        got = sample(value.bfloat16(), LEVEL_SHAPES, loc.bfloat16(), weights.bfloat16())
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), ref, atol=0.05, rtol=0.05)
 
@@ -116,42 +107,3 @@ def test_errors():
         m(torch.randn(1, 3, 16), torch.rand(1, 3, 1, 2), torch.randn(1, 5, 16), [(2, 2)])
     with pytest.raises(ValueError, match="sampler"):
         MSDeformAttn(d_model=16, sampler="cuda")
-
-
-# --- against Hugging Face -----------------------------------------------------------------------------
-
-transformers = pytest.importorskip("transformers")
-hf_ddetr = pytest.importorskip("transformers.models.deformable_detr.modeling_deformable_detr")
-
-
-def test_core_matches_hf():
-    value, loc, weights = _inputs()
-    shapes = torch.tensor(SHAPES)
-    start = torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
-    ref = hf_ddetr.MultiScaleDeformableAttention()(value, shapes, SHAPES, start, loc, weights, 64)
-    torch.testing.assert_close(ms_deform_attn(value, shapes, loc, weights), ref, atol=1e-6, rtol=0)
-
-
-@pytest.mark.parametrize("sampler", ["grid_sample", "embedding_bag"])
-@pytest.mark.parametrize("coords", [2, 4])
-def test_module_matches_hf(coords, sampler):
-    config = transformers.DeformableDetrConfig(d_model=32, num_feature_levels=len(SHAPES), use_timm_backbone=False)
-    ref = hf_ddetr.DeformableDetrMultiscaleDeformableAttention(config, num_heads=4, n_points=3).eval()
-    ours = MSDeformAttn(d_model=32, n_levels=len(SHAPES), n_heads=4, n_points=3, sampler=sampler).eval()
-    with torch.no_grad():
-        for p in ours.parameters():
-            p.normal_(0, 0.3)
-    ref.load_state_dict(ours.state_dict())
-    B, Q, S = 2, 7, sum(h * w for h, w in SHAPES)
-    query, pos, memory = torch.randn(B, Q, 32), torch.randn(B, Q, 32), torch.randn(B, S, 32)
-    refs = torch.rand(B, Q, len(SHAPES), coords)
-    padding = torch.rand(B, S) < 0.3
-    shapes = torch.tensor(SHAPES)
-    start = torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
-    with torch.no_grad():
-        got = ours(query + pos, refs, memory, shapes, padding)
-        want, _ = ref(
-            query, attention_mask=~padding, encoder_hidden_states=memory, position_embeddings=pos,
-            reference_points=refs, spatial_shapes=shapes, spatial_shapes_list=SHAPES, level_start_index=start,
-        )
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

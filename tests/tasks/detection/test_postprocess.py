@@ -1,16 +1,10 @@
-"""post_process: a hand case, a loop-by-loop reference, and Hugging Face's post_process_object_detection."""
-from types import SimpleNamespace
-
+"""post_process: a hand case and a loop-by-loop reference. Hugging Face's post_process_object_detection is in
+test_postprocess_parity.py."""
 import pytest
 import torch
 
 from tasks.detection.postprocess import post_process
-
-
-def random_outputs(batch=2, queries=30, classes=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    boxes = torch.cat([torch.rand(batch, queries, 2, generator=g), torch.rand(batch, queries, 2, generator=g) * 0.5], -1)
-    return {"pred_logits": torch.randn(batch, queries, classes, generator=g) * 3, "pred_boxes": boxes}
+from tests.utils import random_detr_outputs
 
 
 def test_hand_case_labels_and_h_w_order():
@@ -43,7 +37,7 @@ def reference(outputs, sizes, top_k):
 
 @pytest.mark.parametrize("top_k", [1, 100, 1000])
 def test_against_reference(top_k):
-    outputs = random_outputs()
+    outputs = random_detr_outputs()
     sizes = torch.tensor([[480, 640], [333, 500]])
     ours = post_process(outputs, sizes, top_k=top_k)
     for result, expected in zip(ours, reference(outputs, sizes, top_k)):
@@ -54,21 +48,8 @@ def test_against_reference(top_k):
         assert torch.allclose(result["boxes"], torch.tensor([e[2] for e in expected]), atol=1e-3)
 
 
-def test_against_hugging_face():
-    transformers = pytest.importorskip("transformers")
-    processor = transformers.DeformableDetrImageProcessor()
-    outputs = random_outputs(batch=3, queries=50, classes=91, seed=1)
-    sizes = torch.tensor([[480, 640], [333, 500], [800, 1199]])
-    hf = processor.post_process_object_detection(
-        SimpleNamespace(logits=outputs["pred_logits"], pred_boxes=outputs["pred_boxes"]), threshold=0, target_sizes=sizes)
-    ours = post_process(outputs, sizes)
-    for a, b in zip(ours, hf):
-        for key in ("scores", "labels", "boxes"):
-            assert torch.equal(a[key], b[key]), key
-
-
 def test_bad_input():
-    outputs = random_outputs()
+    outputs = random_detr_outputs()
     with pytest.raises(ValueError, match=r"target_sizes must be \[B, 2\]"):
         post_process(outputs, torch.tensor([480, 640]))
     with pytest.raises(ValueError, match="top_k"):

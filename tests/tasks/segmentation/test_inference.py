@@ -1,5 +1,5 @@
-"""Inference at the original size: AlignedResize shapes, sliding windows, predict's augmentations, and
-``logits_to_labels`` against Hugging Face's post-processing."""
+"""Inference at the original size: AlignedResize shapes, sliding windows and predict's augmentations.
+``logits_to_labels`` against Hugging Face's post-processing is in test_inference_parity.py."""
 import numpy as np
 import pytest
 import torch
@@ -135,17 +135,3 @@ def test_predict_errors(kwargs, error, match):
     args = {"image": np.zeros((40, 40, 3), np.uint8), "mean": MEAN, "std": STD, **kwargs}
     with pytest.raises(error, match=match):
         predict(PixelModel(), args.pop("image"), **args)
-
-
-def test_logits_to_labels_equals_hf_post_processing():
-    transformers = pytest.importorskip("transformers")
-    from transformers.modeling_outputs import SemanticSegmenterOutput
-
-    processor = transformers.SegformerImageProcessor()
-    logits = torch.randn(2, 7, 25, 33)
-    outputs = SemanticSegmenterOutput(logits=logits)
-    sizes = [(97, 131), (97, 131)]
-    expected = torch.stack(processor.post_process_semantic_segmentation(outputs, target_sizes=sizes))
-    torch.testing.assert_close(logits_to_labels(logits, (97, 131)), expected)
-    no_resize = torch.stack(processor.post_process_semantic_segmentation(outputs))
-    torch.testing.assert_close(logits_to_labels(logits, None), no_resize)

@@ -1,6 +1,5 @@
-"""SegFormer: Hugging Face parity (4.x and 5.x key names), our checkpoint and mmseg checkpoints through
-``from_pretrained``, the config round trip, loud errors, and the training loss."""
-import json
+"""SegFormer: our checkpoint and mmseg checkpoints through ``from_pretrained``, the config round trip, loud
+errors, and the training loss. Hugging Face parity is in test_model_parity.py."""
 import re
 
 import pytest
@@ -9,74 +8,7 @@ import torch.nn.functional as F
 
 from tasks.segmentation.losses import segmentation_loss
 from tasks.segmentation.model import SegFormer
-from tests.utils import perturb
-
-transformers = pytest.importorskip("transformers")
-
-B2 = dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3], decoder_hidden_size=768)
-
-
-def _hf(tmp_path, **config):
-    ref = perturb(transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**config)))
-    ref.save_pretrained(tmp_path)  # transformers 5.x writes the 4.x key names (decode_head.linear_c.{i})
-    return ref
-
-
-def _assert_same_logits(ours, ref, x, atol=1e-4):
-    with torch.no_grad():
-        a = ours(x)
-        b = ref(pixel_values=x).logits if isinstance(ref, transformers.PreTrainedModel) else ref(x)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    err = (a - b).abs().max().item()
-    assert err <= atol, f"max abs diff {err:.3g} > {atol}"
-
-
-@pytest.mark.parametrize(
-    "config, shapes",
-    [
-        (dict(num_labels=150), [(1, 3, 200, 296), (2, 3, 97, 131)]),
-        (dict(B2, num_labels=7), [(1, 3, 200, 296)]),
-    ],
-    ids=["b0", "b2"],
-)
-def test_hf_folder_parity(tmp_path, config, shapes):
-    ref = _hf(tmp_path, **config)
-    ours = SegFormer.from_pretrained(tmp_path)
-    assert not ours.training
-    assert ours.config["backbone"] == ("mit_b2" if "depths" in config else "mit_b0")
-    assert ours.config["decoder_dim"] == ref.config.decoder_hidden_size
-    assert ours.class_names is None  # transformers' LABEL_i placeholders are not kept
-    for shape in shapes:
-        _assert_same_logits(ours, ref, torch.randn(shape))
-
-
-def test_hf_5x_in_memory_names_with_config_beside(tmp_path):
-    ref = _hf(tmp_path, num_labels=5)
-    state = ref.state_dict()
-    assert "decode_head.linear_projections.0.proj.weight" in state
-    assert "segformer.stages.0.blocks.0.attention.q_proj.weight" in state
-    torch.save(state, tmp_path / "v5.bin")
-    _assert_same_logits(SegFormer.from_pretrained(tmp_path / "v5.bin"), ref, torch.randn(1, 3, 97, 131))
-
-
-def test_hf_architecture_overrides_and_class_names(tmp_path):
-    labels = {0: "wall", 1: "sky", 2: "road"}
-    # Sizes of no registered variant (hidden 48/96/..., 3 heads in stage 2), a non-default activation.
-    ref = _hf(
-        tmp_path, hidden_sizes=[16, 48, 96, 128], num_attention_heads=[1, 3, 4, 8], depths=[1, 1, 2, 1],
-        decoder_hidden_size=64, hidden_act="relu", id2label=labels, classifier_dropout_prob=0.2,
-    )
-    ours = SegFormer.from_pretrained(tmp_path)
-    assert ours.class_names == ("wall", "sky", "road") and ours.config["class_names"] == ours.class_names
-    assert ours.config["backbone"] == "mit_b0" and ours.config["dropout"] == 0.2
-    args = ours.config["backbone_args"]
-    assert args["hidden_sizes"] == (16, 48, 96, 128) and args["hidden_act"] == "relu"
-    _assert_same_logits(ours, ref, torch.randn(1, 3, 64, 80))
-
-    # The caller's backbone_args win: the eps the MiT weights were trained with changes the outputs.
-    mmseg_eps = SegFormer.from_pretrained(tmp_path, layer_norm_eps=1e-6)
-    assert mmseg_eps.config["backbone_args"]["layer_norm_eps"] == 1e-6
-    assert mmseg_eps.backbone.stage1.norm.eps == 1e-6 and mmseg_eps.backbone.stage1.patch_embed.norm.eps == 1e-5
+from tests.utils import assert_same_logits, perturb
 
 
 def _save_ours(path, state, config, task="segmentation"):
@@ -90,14 +22,14 @@ def test_our_checkpoint_round_trip(tmp_path):
     loaded = SegFormer.from_pretrained(tmp_path / "c.pth", grad_checkpointing=True)
     assert loaded.config == {**model.config, "backbone_args": {"grad_checkpointing": True}}
     assert loaded.class_names == ("a", "b", "c", "d")
-    _assert_same_logits(loaded, model, torch.randn(1, 3, 64, 96), atol=0.0)
+    assert_same_logits(loaded, model, torch.randn(1, 3, 64, 96), atol=0.0)
 
 
 def test_our_checkpoint_with_another_backbone_family(tmp_path):
     """The encoder keys go through the backbone's own converter, so any registered backbone loads."""
     model = perturb(SegFormer("resnet50", num_classes=3, decoder_dim=32))
     _save_ours(tmp_path / "r.pth", model.state_dict(), model.config)
-    _assert_same_logits(SegFormer.from_pretrained(tmp_path / "r.pth"), model, torch.randn(1, 3, 64, 64), atol=0.0)
+    assert_same_logits(SegFormer.from_pretrained(tmp_path / "r.pth"), model, torch.randn(1, 3, 64, 64), atol=0.0)
 
 
 def test_config_rebuilds_the_architecture():
@@ -138,32 +70,13 @@ def test_mmseg_checkpoint(tmp_path):
     loaded = SegFormer.from_pretrained(tmp_path / "segformer.b0.pth")
     assert (loaded.config["backbone"], loaded.config["decoder_dim"], loaded.num_classes) == ("mit_b0", 32, 5)
     assert loaded.class_names == classes
-    _assert_same_logits(loaded, model, torch.randn(1, 3, 97, 131), atol=0.0)
+    assert_same_logits(loaded, model, torch.randn(1, 3, 97, 131), atol=0.0)
 
 
 def test_forward_size_is_the_stride_4_stage():
     model = SegFormer("mit_b0", num_classes=3).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 97, 131)).shape == (2, 3, 25, 33)  # floor((n - 1) / 4) + 1
-
-
-def test_from_pretrained_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        SegFormer.from_pretrained(tmp_path / "missing")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="config.json is missing"):
-        SegFormer.from_pretrained(tmp_path / "empty")
-
-    glpn = tmp_path / "glpn"
-    _hf(glpn, num_labels=3)
-    (glpn / "config.json").write_text(json.dumps({"model_type": "glpn"}))
-    with pytest.raises(ValueError, match="describes a 'glpn' model"):
-        SegFormer.from_pretrained(glpn)
-
-    encoder = tmp_path / "encoder"
-    transformers.SegformerModel(transformers.SegformerConfig()).save_pretrained(encoder)
-    with pytest.raises(ValueError, match="SegformerModel without a segmentation head"):
-        SegFormer.from_pretrained(encoder)
 
 
 def test_mismatched_weights_name_keys_and_shapes(tmp_path):
