@@ -33,3 +33,17 @@ def test_bad_config_or_argument_is_exit_2(tmp_path):
     assert bad_key.returncode == 2 and bad_key.stderr.startswith("error: ") and "Traceback" not in bad_key.stderr
     bad_samples = _run(TOY, "--samples", "some")
     assert bad_samples.returncode == 2 and "expected a number >= 0 or 'all', got 'some'" in bad_samples.stderr
+
+
+def test_train_stops_before_the_first_step_on_a_broken_layout(tmp_path):
+    from tasks.detection.toy import write_toy_dataset
+
+    write_toy_dataset(tmp_path / "coco", num_train=4, num_val=2, size=(64, 64))
+    (tmp_path / "coco" / "val2017" / "000000000005.jpg").unlink()
+    train = [sys.executable, str(ROOT / "tools" / "train.py"), str(ROOT / "configs" / "deformable_detr_pvt_b2_coco.py"),
+             "--work-dir", str(tmp_path / "work"), "--cfg-options", f"data.root={tmp_path / 'coco'}",
+             "model.backbone_weights=None", "data.num_workers=0"]
+    result = subprocess.run(train, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.startswith("error: COCO 2017 val: 1 of the 2 images in instances_val2017.json are missing")
+    assert not (tmp_path / "work" / "last.pth").exists()
