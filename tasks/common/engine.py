@@ -33,7 +33,6 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .check_data import preflight
-from .check_data import preflight
 from .config import Config, ConfigError, to_dict, validate
 from .data import ShardSampler, TrainSampler
 from .distributed import (
@@ -181,9 +180,6 @@ def _build(task, cfg: Config):
         _autocast(cfg, info.device)
         train_loader = _train_loader(task, cfg, info)  # data first: a missing dataset fails before any work
         val_loader = _val_loader(task, cfg, info)
-        warnings = preflight(cfg, train_loader.dataset, val_loader.dataset)  # counts and pairing; no decoding
-        for line in warnings if info.is_main else []:
-            tqdm.write(f"WARNING: {line}")
         warnings = preflight(cfg, train_loader.dataset, val_loader.dataset)  # counts and pairing; no decoding
         for line in warnings if info.is_main else []:
             tqdm.write(f"WARNING: {line}")
