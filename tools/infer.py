@@ -1,61 +1,56 @@
-"""Predict on images with a trained model and write one PNG per image.
+"""Predict on images with a trained model (or an exported ONNX file) and write one PNG per image.
 
-    python tools/infer.py CHECKPOINT IMAGE [IMAGE ...] [--out DIR] [options]
+    python tools/infer.py CHECKPOINT IMAGE [IMAGE ...] [--out DIR] [--flip] [--threshold T]
+    python tools/infer.py --onnx MODEL.onnx IMAGE [IMAGE ...] [--out DIR]
 
-CHECKPOINT: best.pth / last.pth from tools/train.py or a Hugging Face model folder; the task comes from it.
-- segmentation: the input beside the prediction blended in the ADE20K palette (a generated one for other
-  class counts) with a legend of the classes present; keep-ratio resize to --scale LONG SHORT, --flip.
-- depth: the input beside the colour-mapped depth with a scale bar in metres; --flip averages flips.
-- detection: boxes with class names (--ann, a COCO json) and scores >= --threshold; short side --size.
+CHECKPOINT: best.pth / last.pth from tools/train.py, a Hugging Face model folder or a hub id; the task, the
+preprocessing and the class names come from it (or from the ONNX file's metadata).
+- segmentation: the input beside the prediction blended in a palette, with a legend of the classes present;
+- depth: the input beside the colour-mapped depth with a scale bar in metres;
+- detection: boxes with class names and scores >= --threshold.
+An image that cannot be read is reported and skipped; the exit code is 1 when any image failed.
 """
 import argparse
-import json
 import sys
-
-from tasks import checkpoint_task
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Predict on images and write PNGs.")
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", nargs="?", help="a checkpoint, Hugging Face folder or hub id")
     parser.add_argument("images", nargs="+")
+    parser.add_argument("--onnx", default=None, metavar="FILE", help="run an exported ONNX file with ONNX Runtime")
     parser.add_argument("--out", default="predictions")
-    parser.add_argument("--scale", nargs=2, type=int, default=(2048, 512), metavar=("LONG", "SHORT"))
-    parser.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
-    parser.add_argument("--size", type=int, default=800, help="detection: the short side of the network input")
+    parser.add_argument("--flip", action="store_true", help="segmentation/depth: average with the flipped image")
     parser.add_argument("--threshold", type=float, default=0.3, help="detection: the lowest score drawn")
-    parser.add_argument("--ann", default=None, help="detection: a COCO json whose categories name the labels")
     args = parser.parse_args(argv)
+    if args.onnx is not None and args.checkpoint is not None:
+        args.images.insert(0, args.checkpoint)  # with --onnx every positional argument is an image
     try:
-        task = checkpoint_task(args.checkpoint)
-        if task == "segmentation":
-            from tasks.segmentation import SegFormer
-            from tasks.common.images import IMAGENET_MEAN_255, IMAGENET_STD_255
-            from tasks.segmentation.visualize import infer_images
+        from tasks import load_pretrained
+        from tasks.infer import infer_images
 
-            model = SegFormer.from_pretrained(args.checkpoint)
-            written = infer_images(model, args.images, args.out, mean=IMAGENET_MEAN_255, std=IMAGENET_STD_255,
-                                   scale=tuple(args.scale), flip=args.flip)
-        elif task == "depth":
-            from tasks.depth import GLPN
-            from tasks.depth.visualize import infer_images
+        if args.onnx is not None:
+            from tasks.common.export import load_onnx_predictor
 
-            written = infer_images(GLPN.from_pretrained(args.checkpoint), args.images, args.out, flip=args.flip)
+            predictor = load_onnx_predictor(args.onnx)
+        elif args.checkpoint is None:
+            raise ValueError("give a CHECKPOINT or --onnx FILE")
         else:
-            from tasks.detection import DeformableDETR
-            from tasks.detection.visualize import infer_images
-
-            names = None
-            if args.ann:
-                names = {c["id"]: c["name"] for c in json.loads(open(args.ann).read())["categories"]}
-            written = infer_images(DeformableDETR.from_pretrained(args.checkpoint), args.images, args.out,
-                                   size=args.size, threshold=args.threshold, names=names)
-    except (FileNotFoundError, ValueError) as e:
+            predictor = load_pretrained(args.checkpoint)
+        if args.flip and predictor.task not in ("segmentation", "depth"):
+            raise ValueError(f"--flip is for segmentation and depth models, not {predictor.task}")
+        predict = {"flip": True} if args.flip else {}
+        picture = {"threshold": args.threshold} if predictor.task == "detection" else {}
+        written, failures = infer_images(predictor, args.images, args.out, predict_options=predict,
+                                         picture_options=picture)
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for path in written:
         print(path)
-    return 0
+    for failure in failures:
+        print(f"error: {failure}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

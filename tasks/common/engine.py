@@ -1,17 +1,8 @@
 """The training loop. ``fit`` runs a config to its last iteration, ``train_one_step`` makes one optimizer
 step, ``evaluate`` runs a task's evaluator over a dataset, ``evaluate_checkpoint`` evaluates a checkpoint.
 
-A task is a small object made from a config (``tasks.get_task(cfg)``; see ``tasks/segmentation/task.py``)::
-
-    main_metric: str; higher_is_better: bool
-    build_model() -> nn.Module               (with a ``config`` dict that rebuilds the architecture)
-    load_model(path) -> nn.Module            (a checkpoint of ours or a Hugging Face folder)
-    train_dataset() / val_dataset()          (the training set is indexed by (index, seed) keys)
-    collate(samples) -> batch
-    loss(model, batch, device) -> {"loss_<term>": Tensor, ...}  (optionally "loss": the weighted total; see total_loss)
-    validate(model) (optional)               (config values the built model cannot take: ValueError naming the key)
-    evaluate(model, loader, device) -> {metric: float | list}   (gathers across processes)
-    metrics_table(metrics) -> str
+The engine drives a ``tasks.common.task.Task`` (made from a config by ``tasks.get_task(cfg)``); every method
+it calls is declared there.
 """
 from __future__ import annotations
 
@@ -144,7 +135,7 @@ def _val_loader(task, cfg: Config, info: DistInfo) -> DataLoader:
     dataset = task.val_dataset()
     return DataLoader(
         dataset,
-        batch_size=getattr(cfg.data, "val_batch_size", 1),
+        batch_size=task.val_batch_size,
         sampler=ShardSampler(len(dataset), info.rank, info.world_size),
         num_workers=cfg.data.num_workers,
         collate_fn=task.collate,
@@ -186,8 +177,7 @@ def _build(task, cfg: Config):
         _resolve_epochs(cfg, len(train_loader.dataset), info.world_size)
         _seed(cfg.runtime.seed)  # identical initial weights on every rank
         model = task.build_model()
-        if hasattr(task, "validate"):  # the task's limits that depend on the model, e.g. a crop below its minimum
-            task.validate(model)
+        task.validate(model)  # the task's limits that depend on the model, e.g. a crop below its minimum
         model = model.to(info.device)
         if info.world_size > 1 and info.device.type == "cuda":  # SyncBN needs CUDA; one process: plain BN
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

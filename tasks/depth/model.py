@@ -13,7 +13,7 @@ import torch
 
 from heads.glpn_head import GLPNHead
 from tasks.common.model import TaskModel
-from tasks.common.preprocess import Preprocessing
+from tasks.common.preprocess import Preprocessing, check_image
 
 from .weights import WEIGHTS
 
@@ -59,6 +59,7 @@ class GLPN(TaskModel):
         """Depth ``float32 [H, W]`` in metres for ``image[H, W, 3]`` uint8 RGB (see ``inference.predict_depth``)."""
         from .inference import predict_depth
 
+        check_image(image)
         return predict_depth(self, image, flip=flip)
 
     @classmethod

@@ -5,6 +5,7 @@ import torch
 
 from tasks.common.config import Config
 from tasks.common.distributed import rank0_first
+from tasks.common.task import Task
 from tasks.common.validation import check_min_size
 
 from .datasets import NYUDepthV2
@@ -20,7 +21,7 @@ _TOY_HINT = "for a first run, configs/glpn_pvt_b0_toy.py makes its own small dat
 METRICS = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
 
 
-class DepthTask:
+class DepthTask(Task):
     main_metric = "abs_rel"
     higher_is_better = False
 

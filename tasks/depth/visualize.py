@@ -41,16 +41,7 @@ def save_depth_png(path: str | Path, image: np.ndarray, depth: np.ndarray, max_d
     plt.close(fig)
 
 
-def infer_images(model, paths, out_dir, *, flip: bool = False) -> list[Path]:
-    """Predict each image's depth at its own size and write ``<out_dir>/<stem>.png`` (input | depth, scale bar)."""
-    from .datasets import read_image
-    from .inference import predict_depth
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in paths:
-        image = read_image(Path(path))
-        written.append(out_dir / f"{Path(path).stem}.png")
-        save_depth_png(written[-1], image, predict_depth(model, image, flip=flip), getattr(model, "max_depth", None))
-    return written
+def save_prediction_png(path: str | Path, image: np.ndarray, prediction: np.ndarray, *, class_names=None,
+                        max_depth: Optional[float] = None) -> None:
+    """The depth task's picture of ``model.predict(image)`` (``tools/infer.py``); see ``save_depth_png``."""
+    save_depth_png(path, image, prediction, max_depth)

@@ -6,8 +6,9 @@ from pathlib import Path
 import torch
 
 from tasks.common.config import Config
-from tasks.common.preprocess import Preprocessing
 from tasks.common.distributed import rank0_first
+from tasks.common.preprocess import Preprocessing
+from tasks.common.task import Task
 from tasks.common.validation import check_min_size
 
 from .datasets import CocoDetection
@@ -24,7 +25,7 @@ _TOY_HINT = "for a first run, configs/deformable_detr_pvt_b0_toy.py makes its ow
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-class DetectionTask:
+class DetectionTask(Task):
     main_metric = "AP"
     higher_is_better = True
 
@@ -36,11 +37,15 @@ class DetectionTask:
         weights = {"loss_ce": m.cls_loss_coef, "loss_bbox": m.bbox_loss_coef, "loss_giou": m.giou_loss_coef}
         matcher = HungarianMatcher(m.set_cost_class, m.set_cost_bbox, m.set_cost_giou, m.focal_alpha)
         self.criterion = SetCriterion(m.num_classes, matcher, weights, focal_alpha=m.focal_alpha)
+        self.categories: dict[int, str] | None = None  # {category id: name}, read with the validation set
 
     def build_model(self) -> DeformableDETR:
         d = self.cfg.data
         preprocessing = Preprocessing(resize="short_side", size=(d.test_size, d.max_size))  # kept in checkpoints
-        return DeformableDETR.build(self.cfg.model, preprocessing=preprocessing)
+        names = None
+        if self.categories is not None and max(self.categories) < self.cfg.model.num_classes:
+            names = tuple(self.categories.get(i, "N/A") for i in range(self.cfg.model.num_classes))
+        return DeformableDETR.build(self.cfg.model, preprocessing=preprocessing, class_names=names)
 
     def validate(self, model) -> None:
         """Config values the built model cannot take (called by the engine before training): every training
@@ -70,7 +75,7 @@ class DetectionTask:
 
     def val_dataset(self):
         dataset = self._dataset("val", test_pipeline(self.cfg.data.test_size, self.cfg.data.max_size))
-        self.coco_gt = dataset.coco
+        self.coco_gt, self.categories = dataset.coco, dataset.categories
         return dataset
 
     def collate(self, samples: list[dict]) -> dict:
@@ -96,6 +101,10 @@ class DetectionTask:
         # "loss" (the weighted sum) is back-propagated; every term (loss_ce, loss_bbox, loss_giou, their _0.._{L-2}
         # and _enc copies, unweighted) and cardinality_error are logged.
         return {"loss": weighted_total(losses, self.criterion.weight_dict), **losses}
+
+    @property
+    def val_batch_size(self) -> int:
+        return self.cfg.data.val_batch_size
 
     def evaluate(self, model, loader, device) -> dict:
         """COCO bbox AP on boxes in original-image pixels (top-100 over queries x classes)."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,25 +42,9 @@ def save_detection_png(
     return len(boxes)
 
 
-def infer_images(model, paths, out_dir, *, size: int = 800, max_size: int = 1333, threshold: float = 0.3,
-                 names: Mapping[int, str] | None = None) -> list[Path]:
-    """Detect objects in each image (the evaluation resize) and write ``<out_dir>/<stem>.png``."""
-    from .datasets import read_image
-    from .postprocess import post_process
-    from .transforms import test_pipeline
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = test_pipeline(size, max_size)
-    device = next(model.parameters()).device
-    written = []
-    model.eval()
-    for path in paths:
-        image = read_image(Path(path))
-        sample = pipeline({"image": image, "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)})
-        with torch.inference_mode():
-            outputs = model(sample["image"][None].to(device))
-            result = post_process(outputs, torch.tensor([image.shape[:2]], device=device))[0]
-        written.append(out_dir / f"{Path(path).stem}.png")
-        save_detection_png(written[-1], image, {k: v.cpu() for k, v in result.items()}, names, threshold)
-    return written
+def save_prediction_png(path: str | Path, image: np.ndarray, prediction: Mapping[str, torch.Tensor], *,
+                        class_names: Sequence[str] | None = None, threshold: float = 0.3) -> None:
+    """The detection task's picture of ``model.predict(image)`` (``tools/infer.py``): detections scoring at
+    least ``threshold``, named by ``class_names`` (indexed by label)."""
+    names = {i: n for i, n in enumerate(class_names)} if class_names is not None else None
+    save_detection_png(path, image, prediction, names, threshold)

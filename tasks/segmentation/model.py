@@ -12,7 +12,7 @@ import torch
 
 from heads.segformer_head import SegFormerHead
 from tasks.common.model import TaskModel
-from tasks.common.preprocess import Preprocessing
+from tasks.common.preprocess import Preprocessing, check_image
 
 from .weights import WEIGHTS
 
@@ -62,6 +62,7 @@ class SegFormer(TaskModel):
         multi-scale ``ratios``, ``flip``, sliding windows with ``mode="slide"``)."""
         from .inference import predict
 
+        check_image(image)
         p = self.preprocessing
         if p.resize != "keep_ratio":
             raise ValueError(f"SegFormer.predict: expects a keep_ratio preprocessing, got resize={p.resize!r}")

@@ -6,8 +6,9 @@ import math
 import torch
 
 from tasks.common.config import Config
-from tasks.common.preprocess import Preprocessing
 from tasks.common.distributed import rank0_first
+from tasks.common.preprocess import Preprocessing
+from tasks.common.task import Task
 from tasks.common.validation import check_min_size
 
 from .datasets import ADE20K, ADE20K_CLASSES, SegmentationFolder
@@ -22,7 +23,7 @@ from .transforms import train_pipeline
 _TOY_HINT = "for a first run, configs/segformer_pvt_b0_toy.py makes its own small dataset"
 
 
-class SegmentationTask:
+class SegmentationTask(Task):
     main_metric = "mIoU"
     higher_is_better = True
 

@@ -60,19 +60,7 @@ def save_segmentation_png(
     plt.close(fig)
 
 
-def infer_images(model, paths: Sequence[str | Path], out_dir: str | Path, **predict_kwargs) -> list[Path]:
-    """Predict each image at its original size (``inference.predict``) and write ``<out_dir>/<stem>.png``."""
-    from .datasets import read_image
-    from .inference import predict
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    num_classes = model.num_classes
-    names = model.class_names or tuple(f"class {i}" for i in range(num_classes))
-    written = []
-    for path in paths:
-        image = read_image(Path(path))
-        labels = predict(model, image, **predict_kwargs)
-        written.append(out_dir / f"{Path(path).stem}.png")
-        save_segmentation_png(written[-1], image, labels, names, palette_for(num_classes))
-    return written
+def save_prediction_png(path: str | Path, image: np.ndarray, prediction: np.ndarray, *,
+                        class_names: Sequence[str]) -> None:
+    """The segmentation task's picture of ``model.predict(image)`` (``tools/infer.py``)."""
+    save_segmentation_png(path, image, prediction, class_names, palette_for(len(class_names)))

@@ -27,7 +27,7 @@ def test_train_and_test(config, metric, tmp_path):
     assert json.loads((tmp_path / "test_metrics.json").read_text())[metric] == pytest.approx(metrics[metric])
     image = next(p for p in (tmp_path / "data").rglob("*.jpg") if "val" in str(p) or "test" in str(p))
     infer = [sys.executable, str(ROOT / "tools" / "infer.py"), str(tmp_path / "best.pth"), str(image),
-             "--out", str(tmp_path / "pred"), "--size", "128"]
+             "--out", str(tmp_path / "pred")]
     result = subprocess.run(infer, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "pred" / f"{image.stem}.png").is_file()

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from tasks.common import checkpoint
 from tasks.common.config import Config, OptimizerConfig, ScheduleConfig
 from tasks.common.distributed import all_reduce_sum
+from tasks.common.task import Task
 
 
 @dataclass
@@ -58,7 +59,7 @@ class Points(Dataset):
         return x, x.mean()
 
 
-class FakeTask:
+class FakeTask(Task):
     main_metric = "mae"
     higher_is_better = False
 

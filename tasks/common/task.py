@@ -1,0 +1,68 @@
+"""The contract between the training engine (``tasks/common/engine.py``) and a task.
+
+A task is made from a config (``tasks.get_task(cfg)``) and tells the engine how to build its model, read its
+data, compute its loss and evaluate. Every method the engine calls is declared here; the optional ones have
+defaults, so the engine never asks whether a task "has" something.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .config import Config
+
+
+class Task(ABC):
+    """``main_metric`` picks ``best.pth`` (``higher_is_better`` says which way)."""
+
+    main_metric: ClassVar[str]
+    higher_is_better: ClassVar[bool]
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """The model to train, from ``cfg.model`` (with a ``config`` dict that rebuilds the architecture)."""
+
+    @abstractmethod
+    def load_model(self, path) -> nn.Module:
+        """A trained model from a checkpoint of ours, a Hugging Face folder or a hub id."""
+
+    @abstractmethod
+    def train_dataset(self) -> Dataset:
+        """The training set, indexed by ``(index, seed)`` keys (see ``tasks/common/transforms.py``)."""
+
+    @abstractmethod
+    def val_dataset(self) -> Dataset:
+        """The evaluation set, indexed by int."""
+
+    @abstractmethod
+    def collate(self, samples: list) -> Any:
+        """A batch from samples (the DataLoader's ``collate_fn``)."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
+        """``{"loss_<term>": Tensor}``: the engine back-propagates ``"loss"`` when given (a weighted total) and
+        the sum of the ``loss_*`` terms otherwise; every entry is logged (``engine.total_loss``)."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
+        """``{metric: float | list}`` over the whole loader, gathered across processes."""
+
+    @abstractmethod
+    def metrics_table(self, metrics: dict) -> str:
+        """The metrics as a table for the terminal."""
+
+    def validate(self, model: nn.Module) -> None:
+        """Raise a ValueError naming the config key when a config value does not fit the built model (e.g. a
+        crop below the backbone's minimum input), before any training step."""
+
+    @property
+    def val_batch_size(self) -> int:
+        """Images per evaluation batch (results never depend on it)."""
+        return 1
