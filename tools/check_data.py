@@ -26,7 +26,8 @@ def _samples(text: str) -> int | None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Check a config's dataset on disk before a long run.")
     parser.add_argument("config")
-    parser.add_argument("--samples", type=_samples, default=100, metavar="N", help="samples decoded per split (or 'all')")
+    parser.add_argument("--samples", type=_samples, default=100, metavar="N",
+                        help="samples decoded per split, evenly spread (0: layout only; 'all': every file)")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:

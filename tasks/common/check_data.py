@@ -150,7 +150,8 @@ def _missing_coco_images(ds) -> list[str]:
     if not missing:
         return []
     shown = ", ".join(missing[:_SHOW]) + (f", ... and {len(missing) - _SHOW} more" if len(missing) > _SHOW else "")
-    return [f"{len(missing):,} of the {len(names):,} images in {ds.ann_file.name} are missing from {ds.images_dir}: {shown}"]
+    where = f"{ds.ann_file.name} are missing from {ds.images_dir}"
+    return [f"{len(missing):,} of the {len(names):,} images in {where}: {shown}"]
 
 
 def _compare_classes(cfg, datasets: dict, check: DataCheck) -> None:

@@ -31,7 +31,8 @@ class PublishedModel:
 
 _SEGFORMER = "SegFormer paper (arXiv 2105.15203), single-scale"
 _SEGFORMER_ADE = {  # variant: (crop, mIoU)
-    "b0": (512, 0.374), "b1": (512, 0.422), "b2": (512, 0.465), "b3": (512, 0.494), "b4": (512, 0.503), "b5": (640, 0.510),
+    "b0": (512, 0.374), "b1": (512, 0.422), "b2": (512, 0.465),
+    "b3": (512, 0.494), "b4": (512, 0.503), "b5": (640, 0.510),
 }
 _SEGFORMER_CITYSCAPES = {"b0": 0.762, "b1": None, "b2": None, "b3": None, "b4": None, "b5": 0.824}
 _PVT = "whai362/PVT README (ImageNet-1K val, 224x224)"
@@ -70,7 +71,9 @@ MODELS: dict[str, PublishedModel] = {
         "SenseTime/deformable-detr-with-box-refine-two-stage", "detection", "COCO 2017", {"AP": 0.469}, _DETR
     ),
     **{
-        f"pvt_v2_{v}": PublishedModel(hub.IMAGENET_WEIGHTS[f"pvt_v2_{v}"], "classification", "ImageNet-1K", {"top1": top1}, _PVT)
+        f"pvt_v2_{v}": PublishedModel(
+            hub.IMAGENET_WEIGHTS[f"pvt_v2_{v}"], "classification", "ImageNet-1K", {"top1": top1}, _PVT
+        )
         for v, top1 in _PVT_TOP1.items()
     },
     **{f"mit_b{i}": PublishedModel(f"nvidia/mit-b{i}", "classification", "ImageNet-1K") for i in range(6)},
@@ -94,8 +97,11 @@ def resolve(path_or_name: str | os.PathLike, task: str | None = None) -> Path:
     With ``task``, a short name of another task is a ValueError saying which model class loads it.
     """
     if not isinstance(path_or_name, (str, os.PathLike)):
-        raise TypeError(f"pretrained must be a path, hub id or short name (str or os.PathLike), got {type(path_or_name).__name__}")
-    if isinstance(path_or_name, str) and not Path(path_or_name).expanduser().exists() and _looks_like_name(path_or_name):
+        raise TypeError(
+            f"pretrained must be a path, hub id or short name (str or os.PathLike), got {type(path_or_name).__name__}"
+        )
+    on_disk = Path(path_or_name).expanduser().exists()
+    if isinstance(path_or_name, str) and not on_disk and _looks_like_name(path_or_name):
         entry = MODELS.get(path_or_name)
         hub_id = resolve_name(path_or_name)
         if task is not None and entry.task != task:

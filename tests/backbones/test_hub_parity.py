@@ -36,7 +36,9 @@ def test_pvt_v2_imagenet_keyword(tmp_path, monkeypatch):
 
 def test_mit_imagenet_keyword(tmp_path, monkeypatch):
     cache = use_cache(monkeypatch, tmp_path / "hub")
-    cfg = transformers.SegformerConfig(hidden_sizes=B0["hidden_sizes"], depths=B0["depths"], num_attention_heads=[1, 2, 5, 8])
+    cfg = transformers.SegformerConfig(
+        hidden_sizes=B0["hidden_sizes"], depths=B0["depths"], num_attention_heads=[1, 2, 5, 8]
+    )
     ref = perturb(transformers.SegformerForImageClassification(cfg))
     ref.save_pretrained(tmp_path / "src")
     cache_folder(cache, "nvidia/mit-b0", tmp_path / "src")
