@@ -32,7 +32,7 @@ class Release:
 
 
 RELEASES: dict[tuple[str, str], Release] = {  # (config task, data config class)
-    ("segmentation", "ADE20KData"): Release("ADE20K (SceneParse150)", (20_210, 2_000), "masks 0-150 (0 = other)"),
+    ("segmentation", "ADE20KData"): Release("ADE20K (SceneParse150)", (20_210, 2_000), "masks hold 0-150, 0 = other"),
     ("depth", "NYUData"): Release(
         "NYU Depth v2 (GLPDepth lists)", (24_231, 654), "uint16 depth PNGs in millimetres"
     ),

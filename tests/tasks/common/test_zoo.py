@@ -1,5 +1,6 @@
 """The table of published task weights: short names, hub ids, task checks and close-match errors."""
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,13 @@ def test_resolve_short_name_hub_id_and_local_path(tmp_path, monkeypatch):
     assert zoo.resolve("glpn-nyu") == tmp_path.joinpath("glpn-nyu").relative_to(tmp_path)
     with pytest.raises(FileNotFoundError, match="weights not found: best.pth"):
         zoo.resolve("best.pth")
+
+
+
+def test_readme_shows_every_published_number():
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme[readme.index("## Pretrained models"): readme.index("## Backbones")]
+    for name, entry in zoo.MODELS.items():
+        for key, value in entry.metrics.items():
+            shown = f"{value:.3f}" if entry.task == "depth" else f"{value * 100:.1f}"  # the paper's units
+            assert shown in section, (name, key, shown)
