@@ -109,8 +109,9 @@ def train_one_step(model, task, batches, optimizer, scaler, cfg: Config, info: D
         if keys is not None and list(values) != keys:
             raise ValueError(f"task.loss must return the same keys every time; got {keys}, then {list(values)}")
         keys = list(values)
-        vec = torch.stack([v.detach().float().reshape(()) for v in values.values()]) / accum
-        total = vec if total is None else total + vec
+        with torch.no_grad():  # one stack for all terms: the per-step bookkeeping stays a few small ops
+            vec = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in values.values()]).float() / accum
+            total = vec if total is None else total + vec
     out = dict(zip(keys, total.unbind()))
     if cfg.schedule.clip_grad:
         scaler.unscale_(optimizer)
