@@ -147,3 +147,37 @@ def test_empty_annotation_file_is_a_layout_problem(tmp_path):
     report = check_data(_cfg("deformable_detr_pvt_b2_coco", tmp_path), samples=1)
     assert not report.ok and "is empty" in report.splits[0].problems[0] and report.splits[1].read == 1
     assert json.loads((tmp_path / "annotations" / "instances_val2017.json").read_text())["images"]
+
+
+class ImageNetData:  # the name the check looks up (tasks.classification.presets.ImageNetData)
+    root = "data/imagenet"
+
+
+class _ClassFolders:
+    """A stand-in for a folder-per-class dataset: its length and its class folder names."""
+
+    def __init__(self, n, folders):
+        self.n, self.folder_names = n, tuple(folders)
+
+    def __len__(self):
+        return self.n
+
+
+def test_imagenet_counts_and_class_folders():
+    from types import SimpleNamespace
+
+    from tasks.common.check_data import check_layout
+
+    cfg = SimpleNamespace(task="classification", data=ImageNetData())
+    wnids = [f"n{i:08d}" for i in range(1000)]
+    report = check_layout(cfg, {"train": _ClassFolders(1_281_167, wnids), "val": _ClassFolders(50_000, wnids)})
+    assert report.ok and not any(s.warnings for s in report.splits) and report.dataset == "ImageNet-1K (ILSVRC-2012)"
+    report = check_layout(cfg, {"train": _ClassFolders(1_000, wnids[:100]), "val": _ClassFolders(500, wnids[1:101])})
+    assert report.splits[0].warnings == [
+        "1,000 samples, the official release has 1,281,167 (incomplete download?)",
+        "100 class folders, ImageNet-1K has 1,000",
+    ]
+    assert report.splits[1].problems == [
+        "the splits have different class folders (100 train, 100 val; in one only: n00000000, n00000100), "
+        "so the labels would not agree"
+    ]
