@@ -412,6 +412,31 @@ def mit_from_state_dict(state_dict: dict) -> tuple[str, dict]:
     return mit_variant(arch)
 
 
+# Hugging Face PvtV2Config's fields that describe the network (the PVTv2Config knobs of the same name).
+HF_PVT_V2_FIELDS = HF_MIT_FIELDS + ("layer_norm_eps", "qkv_bias", "linear_attention")
+HF_PVT_V2_DEFAULTS = dict(
+    HF_MIT_DEFAULTS, mlp_ratios=[8, 8, 4, 4], drop_path_rate=0.0, layer_norm_eps=1e-6, qkv_bias=True,
+    linear_attention=False,
+)
+
+
+def pvt_v2_from_hf_config(cfg: dict, source) -> tuple[str, dict]:
+    """``(variant, overrides)`` for the network a Hugging Face ``PvtV2Config`` (dict) describes: the registered
+    PVTv2 variant with its widths, depths, MLP ratios and attention kind (else ``pvt_v2_b0``) and the overrides
+    that make it that config. Hugging Face's PvtV2 uses ``layer_norm_eps`` in every LayerNorm."""
+    if cfg.get("num_encoder_blocks", 4) != 4:
+        raise ValueError(f"{source}: num_encoder_blocks={cfg['num_encoder_blocks']} is not supported: PVTv2 has 4 stages")
+    arch = {k: cfg.get(k, HF_PVT_V2_DEFAULTS[k]) for k in HF_PVT_V2_FIELDS}
+    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
+    keys = ("hidden_sizes", "depths", "mlp_ratios", "linear_attention")
+    fits = [n for n, a in PVT_V2_VARIANTS.items() if all(getattr(PVTv2Config(**a), k) == arch[k] for k in keys)]
+    name = fits[0] if fits else "pvt_v2_b0"
+    variant = PVTv2Config(**PVT_V2_VARIANTS[name])
+    overrides = {k: v for k, v in arch.items() if getattr(variant, k) != v}
+    overrides["embed_layer_norm_eps"] = arch["layer_norm_eps"]
+    return name, overrides
+
+
 def mit_variant(arch: dict) -> tuple[str, dict]:
     """The registered MiT variant with ``arch``'s hidden sizes and depths (else mit_b0), and the
     ``PVTv2Config`` overrides that turn it into ``arch`` (for configs read from other libraries)."""

@@ -76,14 +76,33 @@ class ResNet(Backbone):
         return convert_resnet_state_dict(state_dict)
 
 
-_RULES = RenameRules([(r"^(conv1|bn1)\.", r"stem.\1."), (r"^layer(\d)\.", r"stage\1.")])
+_RULES = {
+    "torchvision": RenameRules([(r"^(conv1|bn1)\.", r"stem.\1."), (r"^layer(\d)\.", r"stage\1.")]),
+    # Hugging Face ResNetModel / ResNetBackbone (``ResNetConfig``): embedder, encoder.stages.N.layers.M.
+    "huggingface-resnet": RenameRules([
+        (r"^embedder\.embedder\.convolution\.", "stem.conv1."),
+        (r"^embedder\.embedder\.normalization\.", "stem.bn1."),
+        (r"^encoder\.stages\.(\d)\.layers\.(\d+)\.shortcut\.convolution\.", lambda m: f"stage{int(m[1]) + 1}.{m[2]}.downsample.0."),
+        (r"^encoder\.stages\.(\d)\.layers\.(\d+)\.shortcut\.normalization\.", lambda m: f"stage{int(m[1]) + 1}.{m[2]}.downsample.1."),
+        (r"^encoder\.stages\.(\d)\.layers\.(\d+)\.layer\.(\d)\.convolution\.",
+         lambda m: f"stage{int(m[1]) + 1}.{m[2]}.conv{int(m[3]) + 1}."),
+        (r"^encoder\.stages\.(\d)\.layers\.(\d+)\.layer\.(\d)\.normalization\.",
+         lambda m: f"stage{int(m[1]) + 1}.{m[2]}.bn{int(m[3]) + 1}."),
+    ]),
+}
+_FORMATS = (  # (name, stem key, a key that must sit beside it)
+    ("ours", "stem.conv1.weight", "stage1.0.conv1.weight"),
+    ("torchvision", "conv1.weight", "layer1.0.conv1.weight"),
+    ("huggingface-resnet", "embedder.embedder.convolution.weight", "encoder.stages.0.layers.0.layer.0.convolution.weight"),
+)
 
 
 def convert_resnet_state_dict(state_dict) -> ConvertedWeights:
-    """torchvision / timm names (``conv1``, ``bn1``, ``layer1`` ..., ``fc``), possibly under a prefix such as
-    DETR's ``backbone.0.body.`` or Hugging Face's ``model.backbone.conv_encoder.model.``, or ours."""
+    """torchvision / timm names (``conv1``, ``bn1``, ``layer1`` ..., ``fc``), Hugging Face ``ResNetConfig`` models
+    (``embedder``, ``encoder.stages``), possibly under a prefix such as DETR's ``backbone.0.body.`` or Hugging
+    Face's ``model.backbone.conv_encoder.model.``, or ours."""
     keys = list(state_dict)
-    for fmt, stem, probe in (("ours", "stem.conv1.weight", "stage1.0.conv1.weight"), ("torchvision", "conv1.weight", "layer1.0.conv1.weight")):
+    for fmt, stem, probe in _FORMATS:
         prefixes = {k[: -len(stem)] for k in keys if k.endswith(stem) and k[: -len(stem)] + probe in state_dict}
         if len(prefixes) > 1:
             raise ValueError(f"the weights hold several ResNets (key prefixes {sorted(prefixes)})")
@@ -98,7 +117,7 @@ def convert_resnet_state_dict(state_dict) -> ConvertedWeights:
         if key.startswith("fc."):
             dropped.append(prefix + key)
             continue
-        new = _RULES(key) if fmt == "torchvision" else key
+        new = _RULES[fmt](key) if fmt in _RULES else key
         out[new] = value
         origin[new] = prefix + key
     return ConvertedWeights(out, origin, sorted(dropped), fmt, prefix)

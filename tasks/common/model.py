@@ -23,7 +23,7 @@ _RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
 
 
 class TaskModel(nn.Module):
-    """``TaskModel(backbone, *, out_indices, backbone_args, backbone_weights, num_classes, class_names,
+    """``TaskModel(backbone, *, out_features, backbone_args, backbone_weights, num_classes, class_names,
     preprocessing)``; ``type(model)(**model.config)`` rebuilds the architecture (no weights).
 
     ``backbone_args`` are overrides for ``build_backbone`` (see ``backbones.pvt_v2.PVTv2Config``); None takes
@@ -41,7 +41,7 @@ class TaskModel(nn.Module):
         self,
         backbone: str,
         *,
-        out_indices: Sequence[int],
+        out_features: Sequence[str],
         backbone_args: Mapping | None = None,
         backbone_weights: str | os.PathLike | None = None,
         num_classes: int | None = None,
@@ -62,7 +62,7 @@ class TaskModel(nn.Module):
         reserved = sorted(set(backbone_args) & set(_RESERVED_BACKBONE_ARGS))
         if reserved:
             raise ValueError(f"{who}: backbone_args may not set {', '.join(reserved)} ({who} sets them itself)")
-        self.backbone = build_backbone(backbone, out_indices=out_indices, weights=backbone_weights, **backbone_args)
+        self.backbone = build_backbone(backbone, out_features=tuple(out_features), weights=backbone_weights, **backbone_args)
         self.in_channels = [self.backbone.feature_channels[name] for name in self.backbone.out_features]
         self.num_classes = num_classes
         self.class_names = check_names(class_names, num_classes, who) if num_classes is not None else None

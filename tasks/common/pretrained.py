@@ -144,7 +144,8 @@ def read_pretrained(path, spec: TaskWeights) -> tuple[dict, dict, Path]:
     file whose config is a ``config.json`` beside it or (an original release) read from the weights."""
     p = resolve(path)
     if p.is_dir():
-        return read_state_dict(p), read_config(p / "config.json", spec), p
+        config = read_config(p / "config.json", spec)  # first: a folder of another model fails before its weights load
+        return read_state_dict(p), config, p
     state_dict, config, meta = read_model_file(p, spec.task)
     if config is None and (p.parent / "config.json").is_file():
         config = read_config(p.parent / "config.json", spec)

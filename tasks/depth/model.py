@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from heads.glpn_head import GLPNHead
+from backbones.base import STAGE_NAMES as STAGES
 from tasks.common.model import TaskModel
 from tasks.common.preprocess import Preprocessing, check_image
 
@@ -42,7 +43,7 @@ class GLPN(TaskModel):
         preprocessing: Preprocessing | Mapping | None = None,
     ):
         super().__init__(
-            backbone, out_indices=(0, 1, 2, 3), backbone_args=backbone_args, backbone_weights=backbone_weights,
+            backbone, out_features=STAGES, backbone_args=backbone_args, backbone_weights=backbone_weights,
             preprocessing=preprocessing,
         )
         self.head = GLPNHead(self.in_channels, decoder_dim=decoder_dim, max_depth=max_depth)

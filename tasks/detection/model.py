@@ -4,7 +4,9 @@ Batch invariance: the backbone and ``input_proj`` (convolutions with zero paddin
 over the whole map) see padding, so a padded image would not give the features it gives alone. The model
 therefore runs them on each group of same-sized images without padding, then pads the projected maps into
 one batch with exact per-level masks; the transformer is exactly mask-respecting from there on. A batch of
-same-sized images (or no ``pixel_mask``) is a single group: one backbone pass, as usual.
+same-sized images (or no ``pixel_mask``) is a single group: one backbone pass, as usual. In training
+(unless ``batch_invariant_training``) a padded batch takes one backbone pass, as in DETR and Hugging Face:
+multi-scale training makes every image a different size, and B batch-1 passes cost far more.
 
 What ``DeformableDETR.from_pretrained`` reads (ours, Hugging Face) is declared in ``weights.py``.
 """
@@ -15,6 +17,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from heads.deformable_detr import DeformableDETRHead
@@ -36,8 +39,10 @@ class DeformableDETR(TaskModel):
 
     ``pixel_values`` are ``(rgb / 255 - mean) / std`` with ImageNet's mean/std (``model.preprocessing``).
     ``pixel_mask`` is 1 on real pixels; each image's real pixels must be its top-left rectangle (bottom/right
-    padding). Results for an image do not depend on the rest of the batch (see the module docstring).
-    ``num_feature_levels`` 1 reads stage4 only (single-scale); otherwise stage2-4 plus stride-2 convs.
+    padding). In evaluation, results for an image do not depend on the rest of the batch (see the module
+    docstring); training runs a padded batch through one backbone call (``batch_invariant_training``).
+    ``backbone_stages`` are the backbone maps the transformer reads (default stage2-4, or stage4 when
+    ``num_feature_levels`` is 1, i.e. single-scale); levels beyond them come from stride-2 convs.
     ``backbone_args`` None means frozen BN with the stem and stage1 frozen for ``resnet50``.
     ``class_names``: one per class index (COCO's 91 raw ids: "N/A" or "" where an id has no category).
     """
@@ -46,6 +51,9 @@ class DeformableDETR(TaskModel):
     weights_spec = WEIGHTS
     default_preprocessing = Preprocessing(resize="short_side", size=(800, 1333))  # DETR's evaluation size
     default_backbone_args = {"resnet50": RESNET50_ARGS}
+    # Training runs a padded batch through one backbone call unless this is set True (on the class or
+    # a model): then training, like evaluation, runs the backbone once per distinct image size.
+    batch_invariant_training: bool = False
 
     def __init__(
         self,
@@ -63,6 +71,7 @@ class DeformableDETR(TaskModel):
         n_points: int = 4,
         with_box_refine: bool = False,
         two_stage: bool = False,
+        backbone_stages: Sequence[str] | None = None,
         backbone_args: Mapping | None = None,
         backbone_weights: str | os.PathLike | None = None,
         class_names: Sequence[str] | None = None,
@@ -74,8 +83,10 @@ class DeformableDETR(TaskModel):
             raise ValueError(
                 f"DeformableDETR: num_feature_levels must be 1 or >= 3 (stage2-4 + extra), got {num_feature_levels}"
             )
+        if backbone_stages is None:
+            backbone_stages = ("stage4",) if num_feature_levels == 1 else ("stage2", "stage3", "stage4")
         super().__init__(
-            backbone, out_indices=(3,) if num_feature_levels == 1 else (1, 2, 3), backbone_args=backbone_args,
+            backbone, out_features=tuple(backbone_stages), backbone_args=backbone_args,
             backbone_weights=backbone_weights, num_classes=num_classes, class_names=class_names,
             preprocessing=preprocessing,
         )
@@ -85,7 +96,7 @@ class DeformableDETR(TaskModel):
             n_points=n_points, with_box_refine=with_box_refine, two_stage=two_stage,
         )
         self.head = DeformableDETRHead(self.in_channels, num_classes=num_classes, **arch)
-        self._set_config(**arch)
+        self._set_config(**arch, backbone_stages=tuple(self.backbone.out_features))
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> dict:
         sizes = _image_sizes(pixel_values, pixel_mask)
@@ -95,6 +106,8 @@ class DeformableDETR(TaskModel):
         if len(groups) == 1 and sizes[0] == tuple(pixel_values.shape[-2:]):  # nothing padded: one plain batch
             sources = self._project(pixel_values)
             return self.head(sources, [s.new_zeros(s.shape[0], *s.shape[-2:], dtype=torch.bool) for s in sources])
+        if self.training and not self.batch_invariant_training:
+            return self._forward_padded(pixel_values, sizes)
         per_group = {}
         for (h, w), index in groups.items():
             per_group[(h, w)] = self._project(pixel_values[index, :, :h, :w])
@@ -122,6 +135,17 @@ class DeformableDETR(TaskModel):
         offsets = [m.sampling_offsets for m in self.modules() if isinstance(m, MSDeformAttn)]
         reference = getattr(self.head, "reference_points", None)
         return {"sampling_offsets": offsets, "reference_points": [reference] if isinstance(reference, nn.Module) else []}
+
+    def _forward_padded(self, pixel_values: torch.Tensor, sizes: list[tuple[int, int]]) -> dict:
+        """One backbone call on the padded batch, as DETR and Hugging Face train: the padding mask is resized
+        to each level (nearest). Multi-scale training gives every image its own size, so the exact path
+        would cost one batch-1 backbone call per image; padding changes features only near the padding."""
+        valid = torch.zeros(pixel_values.shape[0], *pixel_values.shape[-2:], device=pixel_values.device)
+        for i, (h, w) in enumerate(sizes):
+            valid[i, :h, :w] = 1
+        sources = self._project(pixel_values)
+        masks = [F.interpolate(valid[None], size=s.shape[-2:])[0] == 0 for s in sources]
+        return self.head(sources, masks)
 
     def _project(self, images: torch.Tensor) -> list[torch.Tensor]:
         features = self.backbone(images)

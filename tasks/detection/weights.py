@@ -13,6 +13,7 @@ from typing import Mapping
 
 import torch
 
+from backbones.pvt_v2 import pvt_v2_from_hf_config
 from backbones.weights import RenameRules
 from tasks.common.pretrained import TaskWeights, class_names_from_hf, hf_num_labels
 
@@ -49,16 +50,11 @@ def config_from_hf(cfg: Mapping, source) -> dict:
             raise ValueError(f"{source}: {enc}={get(enc, default)} != {dec}={get(dec, default)} is not supported")
     if get("activation_function", "relu") != "relu" or get("position_embedding_type", "sine") != "sine":
         raise ValueError(f"{source}: only activation 'relu' and position_embedding_type 'sine' are supported")
-    backbone = cfg.get("backbone_config") or {}
-    name = backbone.get("backbone") if backbone else cfg.get("backbone", "resnet50")
-    if backbone.get("model_type", "timm_backbone") != "timm_backbone" or name not in ("resnet50", None):
-        raise ValueError(f"{source}: only the (timm) ResNet-50 backbone is supported, got {backbone or name!r}")
-    dilation = bool(get("dilation", False)) or backbone.get("output_stride") == 16  # DC5: stage4 at stride 16
-    dc5 = {"replace_stride_with_dilation": (False, False, True)} if dilation else {}
     two_stage = bool(get("two_stage", False))
     num_classes = hf_num_labels(cfg)
+    backbone, backbone_args, stages = _backbone_from_hf(cfg, source)
     return dict(
-        backbone="resnet50",
+        backbone=backbone,
         num_classes=num_classes,
         class_names=class_names_from_hf(cfg, num_classes),
         num_queries=get("two_stage_num_proposals", 300) if two_stage else get("num_queries", 300),
@@ -72,8 +68,52 @@ def config_from_hf(cfg: Mapping, source) -> dict:
         n_points=get("encoder_n_points", 4),
         with_box_refine=bool(get("with_box_refine", False)),
         two_stage=two_stage,
-        backbone_args=dict(RESNET50_ARGS, **dc5),
+        backbone_stages=stages,
+        backbone_args=backbone_args,
     )
+
+
+# Hugging Face ResNetConfig fields that must hold for the network to be torchvision's ResNet-50.
+_RESNET50 = dict(depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], embedding_size=64, layer_type="bottleneck",
+                 hidden_act="relu", downsample_in_first_stage=False, downsample_in_bottleneck=False)
+
+
+def _backbone_from_hf(cfg: Mapping, source) -> tuple[str, dict, list[str]]:
+    """``(registered backbone, its overrides, the stages the transformer reads)`` for the backbone of a Hugging
+    Face Deformable-DETR: timm's ResNet-50 (the published checkpoints; transformers 4.x leave
+    ``backbone_config`` null), a ``ResNetConfig`` ResNet-50 or a ``PvtV2Config`` (any ``out_features``)."""
+    levels = cfg.get("num_feature_levels", 4)
+    backbone = cfg.get("backbone_config") or {}
+    kind = backbone.get("model_type") if backbone else ("timm_backbone" if cfg.get("use_timm_backbone", True) else None)
+    if kind == "timm_backbone":
+        name = backbone.get("backbone") or cfg.get("backbone") or "resnet50"
+        if name != "resnet50":
+            raise ValueError(f"{source}: the timm backbone {name!r} is not supported (timm's resnet50 is)")
+        indices = backbone.get("out_indices") or ([2, 3, 4] if levels > 1 else [4])
+        if not set(indices) <= {1, 2, 3, 4}:
+            raise ValueError(f"{source}: timm out_indices {indices} must name layer1-4 (1-4)")
+        dc5 = bool(cfg.get("dilation", False)) or backbone.get("output_stride") == 16  # stage4 at stride 16
+        args = dict(RESNET50_ARGS, **({"replace_stride_with_dilation": (False, False, True)} if dc5 else {}))
+        return "resnet50", args, [f"stage{i}" for i in indices]
+    if kind == "resnet":
+        wrong = {k: backbone[k] for k, v in _RESNET50.items() if k in backbone and backbone[k] != v}
+        if wrong:
+            raise ValueError(f"{source}: the Hugging Face ResNet backbone is not a ResNet-50 ({wrong}); ResNet-50 is supported")
+        return "resnet50", dict(RESNET50_ARGS), _stages(cfg, backbone, source)
+    if kind == "pvt_v2":
+        name, args = pvt_v2_from_hf_config(backbone, source)
+        return name, args, _stages(cfg, backbone, source)
+    raise ValueError(
+        f"{source}: the backbone {kind or cfg.get('backbone')!r} is not one our registry has (supported: timm "
+        "or Hugging Face ResNet-50, Hugging Face PvtV2)"
+    )
+
+
+def _stages(cfg: Mapping, backbone: Mapping, source) -> list[str]:
+    stages = backbone.get("out_features") or ["stage4"]  # transformers' default: the last stage
+    if not set(stages) <= {"stage1", "stage2", "stage3", "stage4"}:
+        raise ValueError(f"{source}: backbone out_features {stages} must be among stage1-stage4")
+    return list(stages) if cfg.get("num_feature_levels", 4) > 1 else list(stages[-1:])  # single-scale: the last
 
 
 def finish(out: dict, origin: dict, model) -> None:

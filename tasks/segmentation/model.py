@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from heads.segformer_head import SegFormerHead
+from backbones.base import STAGE_NAMES as STAGES
 from tasks.common.model import TaskModel
 from tasks.common.preprocess import Preprocessing, check_image
 
@@ -45,7 +46,7 @@ class SegFormer(TaskModel):
         preprocessing: Preprocessing | Mapping | None = None,
     ):
         super().__init__(
-            backbone, out_indices=(0, 1, 2, 3), backbone_args=backbone_args, backbone_weights=backbone_weights,
+            backbone, out_features=STAGES, backbone_args=backbone_args, backbone_weights=backbone_weights,
             num_classes=num_classes, class_names=class_names, preprocessing=preprocessing,
         )
         if decoder_dim is None:
