@@ -106,9 +106,10 @@ class DeformableEncoder(nn.Module):
         ``ratios[B, L, 2]`` -> ``Tensor[B, S, L, 2]`` (x, y)."""
         points = []
         for level, (h, w) in enumerate(spatial_shapes):
+            # arange + 0.5, not linspace: the same numbers, and a traced linspace fixes its length
             y, x = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=ratios.dtype, device=ratios.device),
-                torch.linspace(0.5, w - 0.5, w, dtype=ratios.dtype, device=ratios.device),
+                torch.arange(h, dtype=ratios.dtype, device=ratios.device) + 0.5,
+                torch.arange(w, dtype=ratios.dtype, device=ratios.device) + 0.5,
                 indexing="ij",
             )
             y = y.reshape(-1)[None] / (ratios[:, None, level, 1] * h)
@@ -304,7 +305,8 @@ class DeformableDETRHead(nn.Module):
     def _proposal_queries(self, memory, mask, spatial_shapes):
         """Two-stage: every real token proposes a box; the ``num_queries`` best (class 0 score) become the
         decoder's queries (position from the box's sine embedding) and reference boxes (detached)."""
-        fewest = int((~mask).sum(1).min())
+        # Eager only: the count is data, which a traced graph cannot branch on (topk still fails there).
+        fewest = self.num_queries if torch.compiler.is_compiling() else int((~mask).sum(1).min())
         if fewest < self.num_queries:
             raise ValueError(
                 f"two-stage: an image has {fewest} feature tokens, fewer than num_queries={self.num_queries}; "
