@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .classification.model import ImageClassifier
+from .classification.task import ClassificationTask
 from .depth.model import GLPN
 from .depth.task import DepthTask
 from .detection.model import DeformableDETR
@@ -15,8 +17,10 @@ from .detection.task import DetectionTask
 from .segmentation.model import SegFormer
 from .segmentation.task import SegmentationTask
 
-TASKS = {"segmentation": SegmentationTask, "depth": DepthTask, "detection": DetectionTask}
-TASK_MODELS = {"segmentation": SegFormer, "depth": GLPN, "detection": DeformableDETR}
+TASKS = {"segmentation": SegmentationTask, "depth": DepthTask, "detection": DetectionTask,
+         "classification": ClassificationTask}
+TASK_MODELS = {"segmentation": SegFormer, "depth": GLPN, "detection": DeformableDETR,
+               "classification": ImageClassifier}
 
 
 def get_task(cfg):
