@@ -48,7 +48,7 @@ def test_toy_train_test_infer(tmp_path):
     _bad_reruns_and_checkpoints(tmp_path, work)
 
     image = next((tmp_path / "data").rglob("ADE_val_00000001.jpg"))
-    inferred = _tool("infer", work / "best.pth", image, "--out", tmp_path / "pred", "--scale", 256, 64)
+    inferred = _tool("infer", work / "best.pth", image, "--out", tmp_path / "pred")
     assert inferred.returncode == 0, inferred.stderr[-2000:]
     assert (tmp_path / "pred" / "ADE_val_00000001.png").is_file()
 
