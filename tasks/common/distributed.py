@@ -60,9 +60,13 @@ def is_distributed() -> bool:
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks (in place; a no-op in a single process)."""
+    """Sum over ranks (in place; a no-op in a single process). A CPU tensor under an NCCL-only group (one a
+    user set up; ``init_distributed`` makes a CPU + CUDA group) is reduced on this rank's GPU and copied back."""
     if is_distributed():
-        dist.all_reduce(t)
+        if t.device.type == "cpu" and dist.get_backend() == "nccl":
+            t.copy_(all_reduce_sum(t.to(torch.device("cuda", torch.cuda.current_device()))))
+        else:
+            dist.all_reduce(t)
     return t
 
 

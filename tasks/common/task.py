@@ -17,12 +17,17 @@ from .config import Config
 
 
 class Task(ABC):
-    """``main_metric`` picks ``best.pth`` (``higher_is_better`` says which way)."""
+    """``main_metric`` picks ``best.pth`` (``higher_is_better`` says which way); ``data_types`` are the config
+    sections the task reads its data from."""
 
     main_metric: ClassVar[str]
     higher_is_better: ClassVar[bool]
+    data_types: ClassVar[tuple[type, ...]]
 
     def __init__(self, cfg: Config):
+        if not isinstance(cfg.data, self.data_types):
+            names = " or ".join(t.__name__ for t in self.data_types)
+            raise TypeError(f"{cfg.task}: data must be {names}, got {type(cfg.data).__name__}")
         self.cfg = cfg
 
     @abstractmethod

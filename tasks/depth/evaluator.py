@@ -33,7 +33,8 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from tasks.common.distributed import all_reduce_sum
 
 DepthMap = Union[torch.Tensor, np.ndarray]
 
@@ -173,14 +174,7 @@ class DepthMetrics:
         return int(self._totals[-1])
 
     def _reduced_totals(self) -> torch.Tensor:
-        totals = self._totals.clone()
-        if dist.is_available() and dist.is_initialized():
-            # nccl only reduces CUDA tensors; gloo reduces CPU ones.
-            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-            totals = totals.to(device) if device is not None else totals
-            dist.all_reduce(totals, op=dist.ReduceOp.SUM)
-            totals = totals.cpu()
-        return totals
+        return all_reduce_sum(self._totals.clone())
 
     def compute(self) -> dict[str, float]:
         """``{key: float}`` for the nine ``METRIC_KEYS``, each the mean over evaluated images (NaN if none).

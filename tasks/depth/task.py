@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from tasks.common.config import Config
 from tasks.common.distributed import rank0_first
 from tasks.common.task import Task
 from tasks.common.validation import check_min_size
@@ -24,11 +23,7 @@ METRICS = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "
 class DepthTask(Task):
     main_metric = "abs_rel"
     higher_is_better = False
-
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
-        if not isinstance(cfg.data, (NYUData, ToyData)):
-            raise TypeError(f"data must be NYUData or ToyData, got {type(cfg.data).__name__}")
+    data_types = (NYUData, ToyData)
 
     def build_model(self) -> GLPN:
         return GLPN.build(self.cfg.model)

@@ -28,11 +28,10 @@ STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs
 class DetectionTask(Task):
     main_metric = "AP"
     higher_is_better = True
+    data_types = (CocoData, ToyData)
 
     def __init__(self, cfg: Config):
-        self.cfg = cfg
-        if not isinstance(cfg.data, (CocoData, ToyData)):
-            raise TypeError(f"data must be CocoData or ToyData, got {type(cfg.data).__name__}")
+        super().__init__(cfg)
         m = cfg.model
         weights = {"loss_ce": m.cls_loss_coef, "loss_bbox": m.bbox_loss_coef, "loss_giou": m.giou_loss_coef}
         matcher = HungarianMatcher(m.set_cost_class, m.set_cost_bbox, m.set_cost_giou, m.focal_alpha)

@@ -20,7 +20,8 @@ from typing import Union
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from tasks.common.distributed import all_reduce_sum
 
 LabelMap = Union[torch.Tensor, np.ndarray]
 
@@ -107,14 +108,7 @@ class MeanIoU:
         return self._counts[:, self.num_classes].clone()
 
     def _reduced_counts(self) -> torch.Tensor:
-        counts = self._counts.clone()
-        if dist.is_available() and dist.is_initialized():
-            # nccl only reduces CUDA tensors; gloo reduces CPU ones.
-            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-            counts = counts.to(device) if device is not None else counts
-            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
-            counts = counts.cpu()
-        return counts
+        return all_reduce_sum(self._counts.clone())
 
     def compute(self) -> dict[str, float | list[float]]:
         """``{"mIoU", "mAcc", "aAcc": float, "IoU", "Acc": list[float] of length K}``, fractions in [0, 1].

@@ -26,20 +26,13 @@ _TOY_HINT = "for a first run, configs/segformer_pvt_b0_toy.py makes its own smal
 class SegmentationTask(Task):
     main_metric = "mIoU"
     higher_is_better = True
+    data_types = (ADE20KData, FolderData, ToyData)
 
     def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.class_names = self._class_names()
-
-    def _class_names(self) -> tuple[str, ...]:
-        data = self.cfg.data
-        if isinstance(data, ADE20KData):
-            return ADE20K_CLASSES
-        if isinstance(data, ToyData):
-            return TOY_CLASSES
-        if isinstance(data, FolderData):
-            return tuple(data.class_names)
-        raise TypeError(f"data must be ADE20KData, FolderData or ToyData, got {type(data).__name__}")
+        super().__init__(cfg)
+        data = cfg.data
+        names = ADE20K_CLASSES if isinstance(data, ADE20KData) else TOY_CLASSES if isinstance(data, ToyData) else None
+        self.class_names = names or tuple(data.class_names)
 
     def build_model(self) -> SegFormer:
         m = self.cfg.model
