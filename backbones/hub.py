@@ -71,7 +71,7 @@ def resolve(path_or_id: str | os.PathLike) -> Path:
 
 def _download(repo_id: str, revision: str | None) -> Path:
     name = repo_id + (f"@{revision}" if revision else "")
-    get = f"`huggingface-cli download {repo_id}{f' --revision {revision}' if revision else ''}`, or pass a local path"
+    get = f"`{_cli()} download {repo_id}{f' --revision {revision}' if revision else ''}`, or pass a local path"
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -95,6 +95,16 @@ def _download(repo_id: str, revision: str | None) -> Path:
     return folder
 
 
+def _cli() -> str:
+    """The download command of the installed huggingface_hub: ``hf`` since 0.34 (``huggingface-cli`` before)."""
+    try:
+        from huggingface_hub import __version__
+    except ImportError:
+        return "hf"
+    major, minor = (int(p) if p.isdigit() else 0 for p in __version__.split(".")[:2])
+    return "hf" if (major, minor) >= (0, 34) else "huggingface-cli"
+
+
 def _has_weights(folder: Path) -> bool:
     return any(next(folder.glob(pattern), None) is not None for pattern in _SAFETENSORS + _TORCH_BIN)
 
@@ -102,7 +112,7 @@ def _has_weights(folder: Path) -> bool:
 def _reason(error: Exception, offline: bool) -> str:
     kind = type(error).__name__
     if kind in ("RepositoryNotFoundError", "GatedRepoError"):
-        return "no such public repository on the Hugging Face hub (or it is gated and needs `huggingface-cli login`)"
+        return f"no such public repository on the Hugging Face hub (or it is gated and needs `{_cli()} auth login`)"
     if kind == "RevisionNotFoundError":
         return "the repository has no such revision"
     if offline:

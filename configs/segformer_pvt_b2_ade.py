@@ -2,7 +2,7 @@
 
 Data: ADEChallengeData2016 under data/ade/ (images/ and annotations/, training/ and validation/).
 Weights: the ImageNet-1k PVTv2-b2 release by hub id (downloaded once into the Hugging Face cache; offline:
-`huggingface-cli download OpenGVLab/pvt_v2_b2` first). A local file or folder works too and wins.
+`hf download OpenGVLab/pvt_v2_b2` first). A local file or folder works too and wins.
 
 Total batch 16 = data.batch_size x processes x schedule.grad_accum. The paper: 8 GPUs x 2. Fewer devices:
   4 GPUs: --cfg-options data.batch_size=4            (4 x 4 x 1)

@@ -109,7 +109,7 @@ def test_uncached_id_offline_is_one_line_naming_it(tmp_path, monkeypatch):
         build_backbone("pvt_v2_b0", weights="OpenGVLab/pvt_v2_b0@v1")
     message = str(info.value)
     assert "\n" not in message and message.startswith("OpenGVLab/pvt_v2_b0@v1: not in the Hugging Face cache")
-    assert "HF_HUB_OFFLINE=1" in message and "huggingface-cli download OpenGVLab/pvt_v2_b0 --revision v1" in message
+    assert "HF_HUB_OFFLINE=1" in message and "hf download OpenGVLab/pvt_v2_b0 --revision v1" in message
 
 
 def test_cached_snapshot_without_weights(tmp_path, monkeypatch):
@@ -122,7 +122,7 @@ def test_cached_snapshot_without_weights(tmp_path, monkeypatch):
 def test_missing_package_is_one_line(tmp_path, monkeypatch):
     use_cache(monkeypatch, tmp_path / "hub")
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # makes `import huggingface_hub` fail
-    with pytest.raises(FileNotFoundError, match=r"^org/name .*huggingface_hub is not installed.*pip install"):
+    with pytest.raises(FileNotFoundError, match=r"^org/name .*huggingface_hub is not installed.*pip .*hf download"):
         hub.resolve("org/name")
 
 

@@ -43,4 +43,4 @@ def test_uncached_id_is_one_error_line(tmp_path):
     result = _run(tmp_path / "hub", "pvt_v2_b0", "OpenGVLab/pvt_v2_b0", tmp_path / "out.safetensors")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: OpenGVLab/pvt_v2_b0: not in the Hugging Face cache")
-    assert result.stderr.count("\n") == 1 and "huggingface-cli download OpenGVLab/pvt_v2_b0" in result.stderr
+    assert result.stderr.count("\n") == 1 and "hf download OpenGVLab/pvt_v2_b0" in result.stderr
