@@ -181,3 +181,21 @@ def test_imagenet_counts_and_class_folders():
         "the splits have different class folders (100 train, 100 val; in one only: n00000000, n00000100), "
         "so the labels would not agree"
     ]
+
+
+def test_imagenet_config_on_an_imagenet_layout(tmp_path):
+    from tasks.classification.toy import write_toy_dataset
+
+    write_toy_dataset(tmp_path, num_train=3, num_val=2, size=(32, 32))
+    cfg = _cfg("classifier_pvt_b2_imagenet", tmp_path)
+    report = check_data(cfg, samples=None)
+    assert report.ok and report.dataset == "ImageNet-1K (ILSVRC-2012)"
+    assert [(s.found, s.official) for s in report.splits] == [(18, 1_281_167), (12, 50_000)]
+    assert "6 class folders, ImageNet-1K has 1,000" in report.splits[0].warnings
+    assert "6 of 6 classes seen" in _row(report, "val")
+    victim = sorted((tmp_path / "val").iterdir())[0]
+    for image in victim.iterdir():
+        image.unlink()
+    victim.rmdir()
+    report = check_data(cfg, samples=0)
+    assert not report.ok and f"in one only: {victim.name}" in report.splits[1].problems[0]
