@@ -1,4 +1,4 @@
-"""Task models by hub id and by short name: tiny Hugging Face models with random weights, saved by transformers
+"""Task models by hub id and by short name: tiny Hugging Face / timm models with random weights, saved by their library
 into a hub cache in a temporary folder (``HF_HUB_OFFLINE=1``) under the published ids, load through
 ``from_pretrained`` with the same outputs (fp32, 1e-4)."""
 import pytest
@@ -71,3 +71,24 @@ def test_short_name_of_another_task(tmp_path, monkeypatch):
     use_cache(monkeypatch, tmp_path / "hub")
     with pytest.raises(ValueError, match=r"'glpn-nyu' \(vinvino02/glpn-nyu\) is a depth model, not a segmentation"):
         SegFormer.from_pretrained("glpn-nyu")
+
+
+@pytest.mark.parametrize("name", ["OpenGVLab/pvt_v2_b0", pytest.param("pvt_v2_b0", marks=SHORT_NAME_HOOK)])
+def test_image_classifier(tmp_path, monkeypatch, name):
+    from tasks.classification.model import ImageClassifier
+
+    config = transformers.PvtV2Config(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2], num_labels=5)
+    ref = perturb(transformers.PvtV2ForImageClassification(config))
+    _cache(tmp_path, monkeypatch, ref, "OpenGVLab/pvt_v2_b0")
+    assert_same_logits(ImageClassifier.from_pretrained(name), ref, torch.randn(1, 3, 64, 64))
+
+
+def test_image_classifier_by_timm_id(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    from tasks.classification.model import ImageClassifier
+
+    ref = perturb(timm.create_model("pvt_v2_b0", pretrained=False, num_classes=5))
+    cache = use_cache(monkeypatch, tmp_path / "hub")
+    timm.models.save_for_hf(ref, tmp_path / "src")
+    cache_folder(cache, "timm/pvt_v2_b0.in1k", tmp_path / "src")
+    assert_same_logits(ImageClassifier.from_pretrained("timm/pvt_v2_b0.in1k"), ref, torch.randn(1, 3, 64, 64))
