@@ -1,5 +1,5 @@
-"""Task models by hub id and by short name: tiny Hugging Face / timm models with random weights, saved by their library
-into a hub cache in a temporary folder (``HF_HUB_OFFLINE=1``) under the published ids, load through
+"""Task models by hub id and by short name: tiny Hugging Face / timm models with random weights, saved by their
+own library into a hub cache in a temporary folder (``HF_HUB_OFFLINE=1``) under the published ids, load through
 ``from_pretrained`` with the same outputs (fp32, 1e-4)."""
 import pytest
 import torch
