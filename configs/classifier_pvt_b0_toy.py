@@ -28,7 +28,7 @@ config = Config(
         num_workers=2,
     ),
     optimizer=adamw(lr=2e-3, weight_decay=0.05),
-    schedule=ScheduleConfig(max_iters=400, policy="cosine", warmup_iters=20, eval_interval=100,
-                            checkpoint_interval=100, log_interval=10),
+    schedule=ScheduleConfig(max_iters=250, policy="cosine", warmup_iters=20, eval_interval=50,
+                            checkpoint_interval=50, log_interval=10),
     runtime=RuntimeConfig(seed=0, device="cpu"),
 )
