@@ -28,3 +28,14 @@ def test_depth_toy_reaches_its_bar(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["abs_rel"] <= 0.15 and metrics["d1"] >= 0.80, metrics
+
+
+@pytest.mark.slow
+def test_classification_toy_reaches_top1(tmp_path):
+    cmd = [sys.executable, str(ROOT / "tools" / "train.py"), str(ROOT / "configs" / "classifier_pvt_b0_toy.py"),
+           "--work-dir", str(tmp_path), "--cfg-options", f"data.root={tmp_path / 'data'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["iteration"] == 250
+    assert metrics["top1"] >= 0.85, metrics
