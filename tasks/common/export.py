@@ -1,0 +1,277 @@
+"""Export a task model or a bare backbone to ONNX with dynamic batch, height and width, check the file with
+ONNX Runtime against PyTorch, and run it again with the model's own ``predict``.
+
+Exporter: ``torch.export`` (dynamo) and then ``torch.onnx.export(exported_program)``. The TorchScript
+exporter (``dynamo=False``) is being retired, and it traces: sizes it sees become constants, so a Deformable
+DETR traced at 256x320 with dynamic axes runs at 320x448 and is silently wrong (logits off by 0.6).
+``torch.export`` instead keeps sizes symbolic and refuses (with the line that did it) any code that would
+bake a size in, which is why the model code keeps shapes symbolic (no ``int()`` of a size, no ``linspace``
+of a symbolic length, crops without size branches). ONNX Runtime then runs the file at two other sizes and
+batch 2, and a file that disagrees with PyTorch is deleted.
+
+Graph inputs and outputs: ``pixel_values[B, 3, H, W]`` float32 (any B >= 1, H, W >= ``MIN_SIDE``) ->
+``logits`` (segmentation ``[B, K, H/4, W/4]``, classification ``[B, K]``), ``predicted_depth[B, 1, H, W]``,
+``pred_logits[B, Q, K]`` + ``pred_boxes[B, Q, 4]`` (detection), ``stage1`` ... ``stage4`` (a backbone).
+The detector takes no ``pixel_mask``: a batch of differently sized images is run per size group, which is
+data-dependent control flow a graph cannot hold, so a deployed batch holds same-sized, unpadded images (the
+model is batch-invariant, so an image's result is the same alone or in a batch). Preprocessing, label
+names and the model config are stored as JSON in the file's ``metadata_props`` (keys ``densepred``,
+``preprocessing``, ``class_names``).
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from heads.deformable_detr.ms_deform_attn import MSDeformAttn, set_sampler
+from tasks.common.preprocess import Preprocessing
+
+INSTALL_HINT = 'pip install "densepred[export]"'
+# 65: Deformable-DETR's extra stride-64 level needs >= 2 tokens a side for the traced shapes to stay general.
+MIN_SIDE = 65
+MAX_SIDE = 8192
+OUTPUT_NAMES = {
+    "segmentation": ("logits",),
+    "classification": ("logits",),
+    "depth": ("predicted_depth",),
+    "detection": ("pred_logits", "pred_boxes"),
+    "backbone": ("stage1", "stage2", "stage3", "stage4"),
+}
+
+
+class ExportError(ValueError):
+    """The exported file does not reproduce PyTorch (it has been deleted)."""
+
+
+def require(*modules: str) -> None:
+    """Raise one ImportError naming the extra when an export dependency is missing."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"ONNX export needs {', '.join(missing)}: {INSTALL_HINT}")
+
+
+def model_kind(model: nn.Module) -> str:
+    """``"segmentation"`` / ``"depth"`` / ``"detection"`` / ``"classification"`` (a task model's ``task``) or
+    ``"backbone"`` (a module from ``build_backbone``)."""
+    kind = getattr(model, "task", None)
+    if kind in OUTPUT_NAMES:
+        return kind
+    if hasattr(model, "feature_channels") and hasattr(model, "out_features"):
+        return "backbone"
+    raise TypeError(f"export: expected a task model or a backbone, got {type(model).__name__}")
+
+
+class ExportGraph(nn.Module):
+    """What is exported: ``forward(pixel_values) -> tuple`` of the outputs named in ``OUTPUT_NAMES[kind]``."""
+
+    def __init__(self, model: nn.Module, kind: str):
+        super().__init__()
+        self.model, self.kind = model, kind
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        m = self.model
+        if self.kind == "backbone":
+            features = m(pixel_values)
+            return tuple(features[name] for name in OUTPUT_NAMES["backbone"] if name in features)
+        if self.kind == "detection":  # the model's unpadded path (no pixel_mask: see the module docstring)
+            features = m.backbone(pixel_values)
+            sources = m.head.project([features[name] for name in m.backbone.out_features])
+            out = m.head(sources, [s.new_zeros(s.shape[0], *s.shape[-2:], dtype=torch.bool) for s in sources])
+            return out["pred_logits"], out["pred_boxes"]
+        return (m(pixel_values),)
+
+
+def output_names(model: nn.Module, kind: str) -> tuple[str, ...]:
+    if kind == "backbone":
+        return tuple(model.out_features)
+    return OUTPUT_NAMES[kind]
+
+
+def export_program(model: nn.Module, height: int, width: int, *, dynamic: bool = True, sampler: str | None = None):
+    """``torch.export`` of ``ExportGraph(model)`` with dynamic batch, height and width (``dynamic``), at an
+    example input of batch 2 (batch 1 would be specialised). ``sampler`` sets the deformable attention's
+    sampler on a copy (``"gather"``: no GridSample; default ``"grid_sample"``, the reference)."""
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE:
+            raise ValueError(f"export: {name} must be an int in [{MIN_SIDE}, {MAX_SIDE}], got {value!r}")
+    kind = model_kind(model)
+    model = model.eval()
+    if any(isinstance(m, MSDeformAttn) for m in model.modules()):
+        model = set_sampler(copy.deepcopy(model), sampler or "grid_sample")
+    example = torch.randn(2, 3, height, width, device=next(model.parameters()).device)
+    shapes = None
+    if dynamic:
+        dim = torch.export.Dim
+        shapes = ({0: dim("batch", min=1, max=1024), 2: dim("height", min=MIN_SIDE, max=MAX_SIDE),
+                   3: dim("width", min=MIN_SIDE, max=MAX_SIDE)},)
+    return torch.export.export(ExportGraph(model, kind), (example,), dynamic_shapes=shapes), kind
+
+
+def metadata(model: nn.Module, kind: str, *, sampler: str | None, opset: int) -> dict[str, str]:
+    """The JSON strings stored in the ONNX file's ``metadata_props``."""
+    preprocessing = getattr(model, "preprocessing", None) or Preprocessing()
+    names = getattr(model, "class_names", None)
+    info = {
+        "task": kind,
+        "outputs": list(output_names(model, kind)),
+        "preprocessing": preprocessing.to_dict(),
+        "class_names": list(names) if names is not None else None,
+        "config": getattr(model, "config", None),
+        "sampler": sampler,
+        "min_side": MIN_SIDE,
+        "exporter": f"torch.export + torch.onnx.export (dynamo), torch {torch.__version__}, opset {opset}",
+    }
+    return {
+        "densepred": json.dumps(info, default=str),
+        "preprocessing": json.dumps(info["preprocessing"]),
+        "class_names": json.dumps(info["class_names"]),
+    }
+
+
+def export_onnx(
+    model: nn.Module,
+    output: str | os.PathLike,
+    *,
+    height: int,
+    width: int,
+    opset: int = 18,
+    sampler: str | None = None,
+    check_sizes: Sequence[tuple[int, int, int]] | None = None,
+    tolerance: float = 1e-4,
+) -> Path:
+    """Write ``model`` to ``output`` (.onnx) and check it: ONNX Runtime vs PyTorch at ``check_sizes``
+    ((batch, h, w) each; default ``default_check_sizes(height, width)``), within ``tolerance`` (absolute and
+    relative). A file that fails the check is deleted and an ``ExportError`` says where it differs."""
+    require("onnx", "onnxruntime", "onnxscript")
+    output = Path(output)
+    if output.suffix != ".onnx":
+        raise ValueError(f"export: OUTPUT must end in .onnx, got {str(output)!r}")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"export: the folder of OUTPUT does not exist: {output.parent}")
+    program, kind = export_program(model, height, width, sampler=sampler)
+    onnx_program = torch.onnx.export(
+        program, input_names=["pixel_values"], output_names=list(output_names(model, kind)),
+        opset_version=opset, dynamo=True, verbose=False,
+    )
+    onnx_program.model.metadata_props.update(metadata(model, kind, sampler=sampler, opset=opset))
+    onnx_program.save(output, external_data=False)
+    try:
+        verify(output, model, check_sizes or default_check_sizes(height, width), tolerance=tolerance)
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    return output
+
+
+def default_check_sizes(height: int, width: int) -> list[tuple[int, int, int]]:
+    """Two sizes other than the export size, odd ones (the crops of non-multiples of 32), batch 1 and 2."""
+    first = (1, height + 37, max(MIN_SIDE, width - 27))
+    second = (2, max(MIN_SIDE, height - 23), width + 51)
+    return [first, second]
+
+
+def verify(path: str | os.PathLike, model: nn.Module, sizes: Sequence[tuple[int, int, int]], *,
+           tolerance: float = 1e-4, seed: int = 0) -> float:
+    """Run the ONNX file and PyTorch on random inputs of each (batch, h, w); returns the largest difference,
+    or raises ``ExportError`` naming the output and size where ``|onnx - torch| > tol + tol * |torch|``."""
+    session = onnx_session(path)
+    graph = ExportGraph(model.eval(), model_kind(model))
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for batch, h, w in sizes:
+        x = torch.randn(batch, 3, h, w, generator=generator)
+        with torch.inference_mode():
+            expected = [t.float().cpu().numpy() for t in graph(x.to(next(model.parameters()).device))]
+        got = session.run(None, {"pixel_values": x.numpy()})
+        for name, a, b in zip([o.name for o in session.get_outputs()], got, expected):
+            if a.shape != b.shape:
+                raise ExportError(f"{path}: output {name} has shape {a.shape} at input {(batch, 3, h, w)}, PyTorch {b.shape}")
+            excess = np.abs(a - b) - tolerance * (1 + np.abs(b))
+            worst = max(worst, float(np.abs(a - b).max()))
+            if not np.isfinite(a).all() or excess.max() > 0:
+                raise ExportError(
+                    f"{path}: ONNX Runtime differs from PyTorch by {float(np.abs(a - b).max()):.3g} in {name} at input "
+                    f"{(batch, 3, h, w)} (tolerance {tolerance:g}); the file was not kept"
+                )
+    return worst
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    require("onnxruntime")
+    import onnxruntime as ort
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The ``densepred`` JSON stored by ``export_onnx`` (task, outputs, preprocessing, class_names, config)."""
+    props = onnx_session(path).get_modelmeta().custom_metadata_map
+    if "densepred" not in props:
+        raise ValueError(f"{path}: no densepred metadata (not written by tools/export.py)")
+    return json.loads(props["densepred"])
+
+
+class _OnnxModule(nn.Module):
+    """The ONNX file standing in for the PyTorch model: ``forward(pixel_values)`` returns what the model's
+    ``forward`` returns (a tensor, or a dict for detection and backbones)."""
+
+    def __init__(self, session, info: dict):
+        super().__init__()
+        self.session, self.info = session, info
+        self.task = info["task"]
+        self.preprocessing = Preprocessing.from_dict(info["preprocessing"])
+        names = info.get("class_names")
+        self.class_names = tuple(names) if names is not None else None
+        self.num_classes = len(names) if names is not None else None
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def forward(self, pixel_values: torch.Tensor):
+        x = pixel_values.detach().float().cpu().numpy()
+        outs = [torch.from_numpy(o) for o in self.session.run(None, {"pixel_values": x})]
+        if self.task in ("detection", "backbone"):
+            return dict(zip(self.info["outputs"], outs))
+        return outs[0]
+
+
+class OnnxPredictor:
+    """``load_onnx_predictor(path)``: ``.task``, ``.class_names``, ``.preprocessing``, ``predictor(pixel_values)``
+    (the model's forward) and ``predict(image_uint8_rgb, **options)``, which runs the task model class's own
+    ``predict`` with the ONNX file in place of the network, so the two give the same result by construction."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        self.path = Path(path)
+        info = read_metadata(path)
+        self.module = _OnnxModule(onnx_session(path, threads), info)
+        self.task = self.module.task
+        self.class_names = self.module.class_names
+        self.preprocessing = self.module.preprocessing
+
+    def __call__(self, pixel_values: torch.Tensor):
+        return self.module(pixel_values)
+
+    def predict(self, image: np.ndarray, **options):
+        if self.task == "backbone":
+            raise ValueError(f"{self.path}: a backbone has no predict; call the predictor on pixel_values")
+        from tasks import TASK_MODELS
+
+        return TASK_MODELS[self.task].predict(self.module, image, **options)
+
+
+def load_onnx_predictor(path: str | os.PathLike, threads: int | None = None) -> OnnxPredictor:
+    return OnnxPredictor(path, threads)
