@@ -3,7 +3,7 @@
 An image counts as correct at ``k`` when its target is among the ``k`` highest-scoring classes (ties broken
 by ``torch.topk``, i.e. as in timm's ``accuracy`` and DeiT's evaluation). With fewer than ``k`` classes every
 image is correct at ``k``. ``top1`` / ``top5`` are fractions over all images; per-class accuracy (top-1 recall
-of each class, NaN for a class without images) is the mean over that class's images.
+of each class at the smallest k, NaN for a class without images) is the mean over that class's images.
 """
 from __future__ import annotations
 

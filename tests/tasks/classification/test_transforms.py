@@ -115,3 +115,16 @@ def test_mix_collate_rejects_bad_settings():
         MixCollate(3, label_smoothing=1.0)
     with pytest.raises(ValueError, match="alpha"):
         MixCollate(3, mixup_alpha=-1)
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_model_preprocessing_matches_the_protocol_within_one_grey_level(name):
+    """``ImageClassifier.predict`` resizes uint8 tensors with torchvision, evaluation uses PIL: at most one grey
+    level apart (1 / 255 / std in normalised units), the same on average to 1e-3."""
+    from tasks.classification import ImageClassifier
+
+    image = getattr(skimage_data, name)()
+    ours = ImageClassifier.default_preprocessing(image)[0]
+    expected = _deit_eval()(Image.fromarray(image))
+    diff = (ours - expected).abs()
+    assert diff.max() <= 1.0001 / 255 / min(IMAGENET_STD) and diff.mean() < 1e-3
