@@ -5,8 +5,9 @@
     python tools/benchmark.py glpn      [--quick] [--markdown] [--repeats N]
     python tools/benchmark.py detr      [--quick] [--markdown] [--repeats N]
     python tools/benchmark.py msda      [--quick] [--markdown] [--repeats N]
+    python tools/benchmark.py train     [--quick] [--markdown] [--repeats N]
 
-Each suite (a module in tools/benchmarks/) builds the reference models with random weights (their own init
+Each suite (a module in tools/benchmarks/; `train` times training steps) builds the reference models with random weights (their own init
 plus noise), converts those exact weights into ours, checks on identical input that the outputs agree (max
 abs difference <= 1e-4) and times the implementations interleaved, so drift of a shared machine hits all of
 them alike. The exit code is 1 if any output differs by more than the tolerance.
@@ -19,7 +20,7 @@ import time
 
 import torch
 
-from benchmarks import backbone, detr, glpn, msda, segformer
+from benchmarks import backbone, classification, detr, glpn, msda, segformer, train
 from benchmarks.common import TOLERANCE, environment
 
 SUITES = {
@@ -28,6 +29,8 @@ SUITES = {
     "glpn": glpn.suite,
     "detr": detr.suite,
     "msda": msda.suite,
+    "train": train.suite,
+    "classification": classification.suite,
 }
 
 

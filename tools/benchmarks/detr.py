@@ -16,12 +16,26 @@ DETR = {  # Hugging Face DeformableDetrConfig arguments of the published variant
 }
 
 
-def models(variant: str) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """``(ours, hf)`` with identical weights: HF's perturbed random init, saved by HF, loaded by ours."""
+def perturb_frozen_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """Frozen BN keeps its affine as buffers, which ``perturb`` leaves alone; timm zero-initialises each
+    block's last BN scale, which would switch every residual branch off and make the queries near-copies of
+    each other (near-ties for the matcher). Perturbed as the parity tests do."""
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name.endswith(("bn1.weight", "bn2.weight", "bn3.weight", "downsample.1.weight")):
+                b.uniform_(0.2, 0.6)
+            elif name.endswith(("bn1.bias", "bn2.bias", "bn3.bias", "downsample.1.bias")):
+                b.normal_(0, 0.1)
+    return model
+
+
+def models(variant: str, **config) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(ours, hf)`` with identical weights: HF's perturbed random init, saved by HF, loaded
+    by ours. ``config``: Hugging Face config arguments over the variant's."""
     _, transformers = import_references()
     with torch.inference_mode(False):
-        config = transformers.DeformableDetrConfig(**DETR[variant])  # a timm ResNet-50, built offline
-        hf = perturb(transformers.DeformableDetrForObjectDetection(config))
+        hf_config = transformers.DeformableDetrConfig(**{**DETR[variant], **config})  # a timm ResNet-50, offline
+        hf = perturb_frozen_bn(perturb(transformers.DeformableDetrForObjectDetection(hf_config)))
         with tempfile.TemporaryDirectory() as folder:
             hf.save_pretrained(folder)
             ours = DeformableDETR.from_pretrained(folder)

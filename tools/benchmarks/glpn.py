@@ -16,11 +16,12 @@ GLPN_SIZES = {  # Hugging Face GLPNConfig arguments of the variants
 }
 
 
-def models(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """``(ours, hf)`` with identical weights: HF's perturbed random init, saved by HF, loaded by ours."""
+def models(name: str, **config) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(ours, hf)`` with identical weights: HF's perturbed random init, saved by HF, loaded
+    by ours. ``config``: Hugging Face config arguments over the variant's."""
     _, transformers = import_references()
     with torch.inference_mode(False):  # save_pretrained needs ordinary tensors
-        hf = perturb(transformers.GLPNForDepthEstimation(transformers.GLPNConfig(**GLPN_SIZES[name])))
+        hf = perturb(transformers.GLPNForDepthEstimation(transformers.GLPNConfig(**{**GLPN_SIZES[name], **config})))
         with tempfile.TemporaryDirectory() as folder:
             hf.save_pretrained(folder)
             ours = GLPN.from_pretrained(folder)  # with HF's LayerNorm eps, 1e-5 everywhere

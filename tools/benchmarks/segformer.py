@@ -15,11 +15,13 @@ SEGFORMER = {  # Hugging Face SegformerConfig arguments of the ADE20K models
 }
 
 
-def models(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """``(ours, hf)`` with identical weights: HF's perturbed random init, saved by HF, loaded by ours."""
+def models(name: str, **config) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(ours, hf)`` with identical weights: HF's perturbed random init, saved by HF, loaded
+    by ours. ``config``: Hugging Face config arguments over the variant's."""
     _, transformers = import_references()
     with torch.inference_mode(False):  # save_pretrained needs ordinary tensors
-        hf = perturb(transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**SEGFORMER[name])))
+        hf_config = transformers.SegformerConfig(**{**SEGFORMER[name], **config})
+        hf = perturb(transformers.SegformerForSemanticSegmentation(hf_config))
         with tempfile.TemporaryDirectory() as folder:
             hf.save_pretrained(folder)
             ours = SegFormer.from_pretrained(folder)  # with HF's LayerNorm eps, 1e-5 everywhere

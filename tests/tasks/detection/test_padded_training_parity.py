@@ -1,0 +1,63 @@
+"""Training on a padded batch: one backbone pass, as Hugging Face does, with the same outputs and gradients;
+``batch_invariant_training`` restores the exact per-size path that evaluation always takes."""
+import pytest
+import torch
+
+from tasks.detection.model import DeformableDETR
+from tests.utils import padded_batch, perturb
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("timm")
+
+# Small but complete: box refinement and 4 levels; no dropout, so train mode is deterministic.
+SMALL = dict(encoder_layers=2, decoder_layers=2, num_queries=30, num_labels=7, with_box_refine=True,
+             dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hf")
+    ref = perturb(transformers.DeformableDetrForObjectDetection(transformers.DeformableDetrConfig(**SMALL)))
+    with torch.no_grad():  # frozen BN affines are buffers; timm zero-initialises each block's last scale
+        for name, b in ref.named_buffers():
+            if name.endswith(("bn1.weight", "bn2.weight", "bn3.weight", "downsample.1.weight")):
+                b.uniform_(0.2, 0.6)
+    ref.save_pretrained(folder)
+    return DeformableDETR.from_pretrained(folder).train(), ref.train()
+
+
+def _batch():
+    torch.manual_seed(0)
+    return padded_batch([torch.randn(3, 96, 128), torch.randn(3, 112, 80)])
+
+
+def test_padded_training_matches_hugging_face_outputs_and_gradients(models):
+    ours, ref = models
+    batch, mask = _batch()
+    grads = []
+    for run in (lambda x: ours(x, mask)["pred_logits"], lambda x: ref(pixel_values=x, pixel_mask=mask).logits):
+        x = batch.clone().requires_grad_(True)
+        logits = run(x)
+        (logits.sigmoid() * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum().backward()
+        grads.append((logits.detach(), x.grad))
+    (lo, go), (lr, gr) = grads
+    assert (lo - lr).abs().max() <= 1e-4
+    assert (go - gr).abs().max() <= 1e-4 * gr.abs().max()
+    ours.zero_grad(), ref.zero_grad()
+
+
+def test_batch_invariant_training_flag_keeps_the_exact_path(models):
+    ours, _ = models
+    batch, mask = _batch()
+    with torch.no_grad():
+        ours.eval()
+        exact = ours(batch, mask)["pred_logits"]
+        ours.train()
+        padded = ours(batch, mask)["pred_logits"]
+        ours.batch_invariant_training = True
+        try:
+            flagged = ours(batch, mask)["pred_logits"]
+        finally:
+            del ours.batch_invariant_training
+    assert (flagged - exact).abs().max() <= 1e-5
+    assert (padded - exact).abs().max() > 1e-3  # the padded pass is a different computation near padding
