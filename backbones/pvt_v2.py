@@ -394,22 +394,41 @@ def mit_from_hf_config(cfg: dict, source) -> tuple[str, dict]:
     return name, args
 
 
-def mit_from_state_dict(state_dict: dict) -> tuple[str, dict]:
-    """``(variant, overrides)`` for the MiT encoder in a state dict of any known format (e.g. an original
-    mmseg or GLPDepth release, which store no config), read from the weight shapes; the attention heads and
-    strides are MiT's (not stored in the weights)."""
+def arch_from_state_dict(state_dict: dict) -> dict:
+    """The ``PVTv2Config`` fields a PVTv2/MiT state dict (any known format) was made with, read from its weight
+    shapes; the attention heads and strides are not stored in weights (the registered variants' are assumed)."""
     sd = convert_pvt_v2_state_dict(state_dict).state_dict
     arch = _infer_arch(sd)
     if arch is None:
         raise ValueError("the weights have no complete PVTv2/MiT encoder (stage1-4 blocks.0.mlp.fc1 expected)")
-    arch.pop("linear_attention")
-    arch["sr_ratios"] = tuple(
-        sd[f"stage{i}.blocks.0.attn.sr.weight"].shape[-1] if f"stage{i}.blocks.0.attn.sr.weight" in sd else 1
-        for i in range(1, 5)
-    )
+    sr = [sd.get(f"stage{i}.blocks.0.attn.sr.weight") for i in range(1, 5)]
+    # Linear SRA pools to 7x7 and has a 1x1 "sr" conv in every stage; its sr_ratios are never used.
+    default_sr = PVTv2Config().sr_ratios
+    arch["sr_ratios"] = default_sr if arch["linear_attention"] else tuple(1 if w is None else w.shape[-1] for w in sr)
     arch["patch_sizes"] = tuple(sd[f"stage{i}.patch_embed.proj.weight"].shape[-1] for i in range(1, 5))
     arch["num_channels"] = sd["stage1.patch_embed.proj.weight"].shape[1]
+    return arch
+
+
+def mit_from_state_dict(state_dict: dict) -> tuple[str, dict]:
+    """``(variant, overrides)`` for the MiT encoder in a state dict of any known format (e.g. an original
+    mmseg or GLPDepth release, which store no config)."""
+    arch = arch_from_state_dict(state_dict)
+    arch.pop("linear_attention")
     return mit_variant(arch)
+
+
+def variant_for(arch: dict) -> tuple[str, dict]:
+    """``(registered variant, overrides)`` that build ``arch`` (``PVTv2Config`` fields): the first PVTv2 or MiT
+    variant with its hidden sizes, depths, MLP ratios and attention kind; failing that, its sizes and depths;
+    then its sizes, MLP ratios and attention kind; else pvt_v2_b0. The overrides are where ``arch`` differs."""
+    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
+    variants = {n: dataclasses.asdict(PVTv2Config(**a)) for n, a in {**PVT_V2_VARIANTS, **MIT_VARIANTS}.items()}
+    tries = (("hidden_sizes", "depths", "mlp_ratios", "linear_attention"), ("hidden_sizes", "depths"),
+             ("hidden_sizes", "mlp_ratios", "linear_attention"))
+    fits = [n for keys in tries for n, a in variants.items() if all(a[k] == arch.get(k, a[k]) for k in keys)]
+    name = (fits or ["pvt_v2_b0"])[0]
+    return name, {k: v for k, v in arch.items() if variants[name][k] != v}
 
 
 # Hugging Face PvtV2Config's fields that describe the network (the PVTv2Config knobs of the same name).
@@ -421,20 +440,13 @@ HF_PVT_V2_DEFAULTS = dict(
 
 
 def pvt_v2_from_hf_config(cfg: dict, source) -> tuple[str, dict]:
-    """``(variant, overrides)`` for the network a Hugging Face ``PvtV2Config`` (dict) describes: the registered
-    PVTv2 variant with its widths, depths, MLP ratios and attention kind (else ``pvt_v2_b0``) and the overrides
-    that make it that config. Hugging Face's PvtV2 uses ``layer_norm_eps`` in every LayerNorm."""
+    """``(variant, overrides)`` for the network a Hugging Face ``PvtV2Config`` (dict) describes (``variant_for``).
+    Hugging Face's PvtV2 uses ``layer_norm_eps`` in every LayerNorm."""
     if cfg.get("num_encoder_blocks", 4) != 4:
         raise ValueError(f"{source}: num_encoder_blocks={cfg['num_encoder_blocks']} is not supported: PVTv2 has 4 stages")
-    arch = {k: cfg.get(k, HF_PVT_V2_DEFAULTS[k]) for k in HF_PVT_V2_FIELDS}
-    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
-    keys = ("hidden_sizes", "depths", "mlp_ratios", "linear_attention")
-    fits = [n for n, a in PVT_V2_VARIANTS.items() if all(getattr(PVTv2Config(**a), k) == arch[k] for k in keys)]
-    name = fits[0] if fits else "pvt_v2_b0"
-    variant = PVTv2Config(**PVT_V2_VARIANTS[name])
-    overrides = {k: v for k, v in arch.items() if getattr(variant, k) != v}
-    overrides["embed_layer_norm_eps"] = arch["layer_norm_eps"]
-    return name, overrides
+    name, overrides = variant_for({k: cfg.get(k, HF_PVT_V2_DEFAULTS[k]) for k in HF_PVT_V2_FIELDS})
+    eps = cfg.get("layer_norm_eps", HF_PVT_V2_DEFAULTS["layer_norm_eps"])
+    return name, {**overrides, "layer_norm_eps": eps, "embed_layer_norm_eps": eps}
 
 
 def mit_variant(arch: dict) -> tuple[str, dict]:

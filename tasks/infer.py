@@ -14,12 +14,16 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from .classification.visualize import save_prediction_png as _classification_png
 from .common.images import read_image
 from .depth.visualize import save_prediction_png as _depth_png
 from .detection.visualize import save_prediction_png as _detection_png
 from .segmentation.visualize import save_prediction_png as _segmentation_png
 
-PICTURES = {"segmentation": _segmentation_png, "depth": _depth_png, "detection": _detection_png}
+PICTURES = {
+    "segmentation": _segmentation_png, "depth": _depth_png, "detection": _detection_png,
+    "classification": _classification_png,
+}
 
 
 def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:

@@ -7,7 +7,8 @@ CHECKPOINT: best.pth / last.pth from tools/train.py, a Hugging Face model folder
 preprocessing and the class names come from it (or from the ONNX file's metadata).
 - segmentation: the input beside the prediction blended in a palette, with a legend of the classes present;
 - depth: the input beside the colour-mapped depth with a scale bar in metres;
-- detection: boxes with class names and scores >= --threshold.
+- detection: boxes with class names and scores >= --threshold;
+- classification: the image beside its top-5 classes and probabilities.
 An image that cannot be read is reported and skipped; the exit code is 1 when any image failed.
 """
 import argparse
