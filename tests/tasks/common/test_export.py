@@ -142,13 +142,14 @@ def test_predictor_matches_model_predict_on_photographs(kind, tmp_path_factory):
 
 def test_a_wrong_file_is_deleted(tmp_path, monkeypatch):
     model = build("depth")
-    real = ex.ExportGraph.forward
+    real_forward, real_program = ex.ExportGraph.forward, ex.export_program
 
-    def skewed(self, pixel_values):  # PyTorch side disagrees at sizes other than the export size
-        out = real(self, pixel_values)
-        return tuple(o + (pixel_values.shape[-1] != 128) for o in out)
+    def export_then_skew(*args, **kwargs):  # once exported, the PyTorch side moves by 1 (metres)
+        result = real_program(*args, **kwargs)
+        monkeypatch.setattr(ex.ExportGraph, "forward", lambda self, x: tuple(o + 1.0 for o in real_forward(self, x)))
+        return result
 
-    monkeypatch.setattr(ex.ExportGraph, "forward", skewed)
+    monkeypatch.setattr(ex, "export_program", export_then_skew)
     target = tmp_path / "bad.onnx"
     with pytest.raises(ex.ExportError, match=r"differs from PyTorch by .* in predicted_depth .*not kept"):
         ex.export_onnx(model, target, height=96, width=128, check_sizes=CHECK[:1])
