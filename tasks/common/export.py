@@ -24,6 +24,7 @@ import copy
 import importlib.util
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -45,6 +46,23 @@ OUTPUT_NAMES = {
     "detection": ("pred_logits", "pred_boxes"),
     "backbone": ("stage1", "stage2", "stage3", "stage4"),
 }
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What ``export_onnx`` wrote: the file, the model kind, output names, the sizes it was checked at
+    ((batch, h, w) each) and the largest ONNX Runtime vs PyTorch difference there."""
+
+    path: Path
+    kind: str
+    outputs: tuple[str, ...]
+    checked: tuple[tuple[int, int, int], ...]
+    max_difference: float
+
+    def __str__(self) -> str:
+        sizes = ", ".join(f"{b}x3x{h}x{w}" for b, h, w in self.checked)
+        return (f"{self.path}: {self.kind} -> {', '.join(self.outputs)}; ONNX Runtime matches PyTorch at {sizes} "
+                f"(max difference {self.max_difference:.2g})")
 
 
 class ExportError(ValueError):
@@ -146,7 +164,7 @@ def export_onnx(
     sampler: str | None = None,
     check_sizes: Sequence[tuple[int, int, int]] | None = None,
     tolerance: float = 1e-4,
-) -> Path:
+) -> Exported:
     """Write ``model`` to ``output`` (.onnx) and check it: ONNX Runtime vs PyTorch at ``check_sizes``
     ((batch, h, w) each; default ``default_check_sizes(height, width)``), within ``tolerance`` (absolute and
     relative). A file that fails the check is deleted and an ``ExportError`` says where it differs."""
@@ -163,12 +181,13 @@ def export_onnx(
     )
     onnx_program.model.metadata_props.update(metadata(model, kind, sampler=sampler, opset=opset))
     onnx_program.save(output, external_data=False)
+    sizes = tuple(check_sizes or default_check_sizes(height, width))
     try:
-        verify(output, model, check_sizes or default_check_sizes(height, width), tolerance=tolerance)
+        worst = verify(output, model, sizes, tolerance=tolerance)
     except BaseException:
         output.unlink(missing_ok=True)
         raise
-    return output
+    return Exported(output, kind, output_names(model, kind), sizes, worst)
 
 
 def default_check_sizes(height: int, width: int) -> list[tuple[int, int, int]]:
