@@ -9,7 +9,6 @@ a ``config.json`` beside them, strict loading with errors that name every key â€
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,20 +48,12 @@ class TaskWeights:
     config_from_timm: Callable[[Mapping, Path], dict] | None = None
 
 
-def resolve(path) -> Path:
-    """A local path, or a Hugging Face hub id resolved to its local snapshot (``backbones.hub``)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"from_pretrained: path must be a str or os.PathLike, got {type(path).__name__}")
-    try:
-        from backbones.hub import resolve as hub_resolve
-    except ImportError:
-        hub_resolve = None
-    if hub_resolve is not None:
-        return Path(hub_resolve(path))
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"from_pretrained: {p} does not exist")
-    return p
+def resolve(path, task: str | None = None) -> Path:
+    """A local path, the short name of a published model (``tasks.common.zoo``, e.g. ``"segformer-b0-ade"``) or a
+    Hugging Face hub id, as the local file or snapshot folder to read; ``task`` refuses another task's short name."""
+    from .zoo import resolve as zoo_resolve
+
+    return zoo_resolve(path, task)
 
 
 def read_json(path: Path) -> dict:
@@ -142,7 +133,7 @@ def _tensors(obj, path: Path) -> dict:
 def read_pretrained(path, spec: TaskWeights) -> tuple[dict, dict, Path]:
     """``(state_dict, model config, local path)`` for ``path``: a model folder, our checkpoint, or a bare weights
     file whose config is a ``config.json`` beside it or (an original release) read from the weights."""
-    p = resolve(path)
+    p = resolve(path, spec.task)
     if p.is_dir():
         config = read_config(p / "config.json", spec)  # first: a folder of another model fails before its weights load
         return read_state_dict(p), config, p

@@ -43,3 +43,17 @@ def test_uncached_and_missing_package(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(FileNotFoundError, match=r"^someone/not-cached .*huggingface_hub is not installed"):
         GLPN.from_pretrained("someone/not-cached")
+
+
+def test_short_name(tmp_path, monkeypatch):
+    model = perturb(GLPN("pvt_v2_b0"))
+    _publish(tmp_path, monkeypatch, model, "depth", "vinvino02/glpn-nyu")
+    x = torch.rand(1, 3, 64, 64)
+    for loaded in (GLPN.from_pretrained("glpn-nyu"), tasks.load_pretrained("glpn-nyu")):
+        assert type(loaded) is GLPN
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
+    with pytest.raises(ValueError, match=r"'glpn-nyu' \(vinvino02/glpn-nyu\) is a depth model, not a segmentation"):
+        SegFormer.from_pretrained("glpn-nyu")
+    with pytest.raises(ValueError, match=r"unknown pretrained model 'glpn-nuy'.*did you mean glpn-nyu"):
+        GLPN.from_pretrained("glpn-nuy")

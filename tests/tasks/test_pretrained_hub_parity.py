@@ -14,37 +14,27 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("huggingface_hub")
 
 
-# Short names go through tasks.common.zoo.resolve, which the from_pretrained pipeline calls once the lead's
-# hook lands (tasks/common/pretrained.py); until then these cases are expected to fail.
-SHORT_NAME_HOOK = pytest.mark.xfail(strict=False, reason="from_pretrained does not call tasks.common.zoo yet")
-
-
 def _cache(tmp_path, monkeypatch, ref, repo_id):
     cache = use_cache(monkeypatch, tmp_path / "hub")
     ref.save_pretrained(tmp_path / "src")
     cache_folder(cache, repo_id, tmp_path / "src")
 
 
-@pytest.mark.parametrize(
-    "name", ["nvidia/segformer-b0-finetuned-ade-512-512", pytest.param("segformer-b0-ade", marks=SHORT_NAME_HOOK)]
-)
+@pytest.mark.parametrize("name", ["nvidia/segformer-b0-finetuned-ade-512-512", "segformer-b0-ade"])
 def test_segformer(tmp_path, monkeypatch, name):
     ref = perturb(transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(num_labels=150)))
     _cache(tmp_path, monkeypatch, ref, "nvidia/segformer-b0-finetuned-ade-512-512")
     assert_same_logits(SegFormer.from_pretrained(name), ref, torch.randn(1, 3, 96, 128))
 
 
-@pytest.mark.parametrize("name", ["vinvino02/glpn-nyu", pytest.param("glpn-nyu", marks=SHORT_NAME_HOOK)])
+@pytest.mark.parametrize("name", ["vinvino02/glpn-nyu", "glpn-nyu"])
 def test_glpn(tmp_path, monkeypatch, name):
     ref = perturb(transformers.GLPNForDepthEstimation(transformers.GLPNConfig()))
     _cache(tmp_path, monkeypatch, ref, "vinvino02/glpn-nyu")
     assert_same_depth(GLPN.from_pretrained(name), ref, torch.rand(1, 3, 96, 128))
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["SenseTime/deformable-detr-with-box-refine", pytest.param("deformable-detr-refine", marks=SHORT_NAME_HOOK)],
-)
+@pytest.mark.parametrize("name", ["SenseTime/deformable-detr-with-box-refine", "deformable-detr-refine"])
 def test_deformable_detr(tmp_path, monkeypatch, name):
     pytest.importorskip("timm")  # Hugging Face's Deformable DETR builds its ResNet-50 with timm
     config = transformers.DeformableDetrConfig(
@@ -66,14 +56,13 @@ def test_uncached_id(tmp_path, monkeypatch):
         SegFormer.from_pretrained("nvidia/segformer-b1-finetuned-ade-512-512")
 
 
-@SHORT_NAME_HOOK
 def test_short_name_of_another_task(tmp_path, monkeypatch):
     use_cache(monkeypatch, tmp_path / "hub")
     with pytest.raises(ValueError, match=r"'glpn-nyu' \(vinvino02/glpn-nyu\) is a depth model, not a segmentation"):
         SegFormer.from_pretrained("glpn-nyu")
 
 
-@pytest.mark.parametrize("name", ["OpenGVLab/pvt_v2_b0", pytest.param("pvt_v2_b0", marks=SHORT_NAME_HOOK)])
+@pytest.mark.parametrize("name", ["OpenGVLab/pvt_v2_b0", "pvt_v2_b0"])
 def test_image_classifier(tmp_path, monkeypatch, name):
     from tasks.classification.model import ImageClassifier
 
