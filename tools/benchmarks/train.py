@@ -199,7 +199,7 @@ def _suite(args) -> bool:
         rows.append(row)
         ok &= row_ok
         pvt = timed if name.startswith("PVTv2") else pvt
-        print(f"  measured {name}: {row[-1]}", file=sys.stderr)
+        print(f"  measured {' | '.join(map(str, row))}", file=sys.stderr)  # kept if a long run is cut short
     print(f"\n### Training step (forward + loss + backward + AdamW): ours vs Hugging Face (median of {repeats} runs)\n")
     print(table(["training step", "ours ms", "HF ms", "vs HF", "ours peak MiB", "HF peak MiB", "memory ours/HF",
                  "loss diff", "input-grad diff", "grad-norm diff", f"≤{TOLERANCE:g}"], rows, args.markdown))
