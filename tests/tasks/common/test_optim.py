@@ -81,7 +81,7 @@ def test_step_cosine_and_scheduler():
     assert [min(x) for x in lrs] == pytest.approx([1.0, 0.75, 0.5, 0.25])
     assert [max(x) for x in lrs] == pytest.approx([10.0, 7.5, 5.0, 2.5])
     with pytest.raises(ValueError, match="policy must be"):
-        build_scheduler(opt, ScheduleConfig(policy="linear"))
+        build_scheduler(opt, ScheduleConfig(max_iters=10, policy="linear"))
     with pytest.raises(ValueError, match="optimizer.name"):
         build_optimizer(net, OptimizerConfig(name="lamb"))
     assert isinstance(build_optimizer(net, OptimizerConfig(name="sgd")), torch.optim.SGD)
