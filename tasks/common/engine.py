@@ -244,8 +244,9 @@ def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = Non
             try:
                 meter.add(train_one_step(net, task, batches, optimizer, scaler, cfg, info), it + 1)
             except Exception as e:  # e.g. the matcher refusing NaN boxes: the NaN loss before it is the cause
-                if meter.local_bad() is not None:
-                    raise _non_finite(meter.local_bad(), saved) from e
+                bad = meter.local_bad()
+                if bad is not None:
+                    raise _non_finite(bad, saved) from e
                 raise
             lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0)
             scheduler.step()
