@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from tasks.common.distributed import all_reduce_sum
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -74,13 +75,7 @@ class Accuracy:
         return ranked.long()
 
     def _reduced(self) -> torch.Tensor:
-        counts = self._counts.clone()
-        if dist.is_available() and dist.is_initialized():
-            # nccl only reduces CUDA tensors; gloo reduces CPU ones.
-            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-            counts = counts.to(device) if device is not None else counts
-            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
-        return counts.cpu()
+        return all_reduce_sum(self._counts.clone())
 
     def compute(self) -> dict[str, float | list[float]]:
         """``{"top1": float, "top5": float, ...}`` (+ ``"per_class"``); NaN before any update. Under

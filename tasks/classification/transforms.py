@@ -38,7 +38,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
-from torchvision.transforms.v2 import functional as F
 
 from tasks.common.images import IMAGENET_MEAN, IMAGENET_STD  # 0-1 units: (rgb / 255 - mean) / std
 from tasks.common.transforms import sample_rng
