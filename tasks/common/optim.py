@@ -12,18 +12,16 @@ from .config import OptimizerConfig, ScheduleConfig
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, FrozenBatchNorm2d)
 
 
-def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
+def param_groups(model: nn.Module, cfg: OptimizerConfig, named: dict[str, list[nn.Module]] | None = None) -> list[dict]:
     """One group per (lr multiplier, decays) pair.
 
-    ``cfg.lr_mults`` keys are submodule paths ("head", "backbone.stage1") or names of module groups the model
-    declares in ``parameter_groups() -> {name: [modules]}`` (e.g. Deformable-DETR's "sampling_offsets"). A
+    ``cfg.lr_mults`` keys are submodule paths ("head", "backbone.stage1") or names in ``named``, module groups
+    such as a task model's ``parameter_groups()`` (e.g. Deformable-DETR's "sampling_offsets"). A
     parameter's multiplier comes from a named group that owns it, else from the longest path that does;
     normalisation-layer parameters and biases get no weight decay unless ``decay_norm_and_bias``.
     Frozen parameters (``requires_grad=False``) are left out.
     """
-    from .model import TaskModel
-
-    named = model.parameter_groups() if isinstance(model, TaskModel) else {}  # declared by every task model
+    named = named or {}
     owners = {}
     for key in sorted(cfg.lr_mults, key=lambda k: (k in named, len(k))):  # named groups, then longer paths, win
         for module in named[key] if key in named else [_submodule(model, key, named)]:
@@ -55,7 +53,11 @@ def _submodule(model: nn.Module, path: str, named: dict) -> nn.Module:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
+    """The optimizer of ``cfg`` over ``param_groups``; a task model's declared groups can be named in
+    ``cfg.lr_mults`` (``TaskModel.parameter_groups``)."""
+    from .model import TaskModel
+
+    groups = param_groups(model, cfg, model.parameter_groups() if isinstance(model, TaskModel) else None)
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if cfg.name == "adam":

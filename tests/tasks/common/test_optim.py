@@ -89,8 +89,8 @@ def test_step_cosine_and_scheduler():
 
 def test_named_module_groups_declared_by_the_model():
     net = Net()
-    net.parameter_groups = lambda: {"offsets": [net.head[0], net.backbone[0]]}  # modules spread over the tree
-    groups = param_groups(net, OptimizerConfig(lr=1.0, lr_mults={"backbone": 0.1, "offsets": 0.5}))
+    named = {"offsets": [net.head[0], net.backbone[0]]}  # modules spread over the tree
+    groups = param_groups(net, OptimizerConfig(lr=1.0, lr_mults={"backbone": 0.1, "offsets": 0.5}), named)
     assert _group_of(groups, net.backbone[0].weight)["lr"] == 0.5  # the named group wins over the path
     assert _group_of(groups, net.head[0].weight)["lr"] == 0.5
     assert _group_of(groups, net.backbone[2].weight)["lr"] == pytest.approx(0.1)
