@@ -230,6 +230,8 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     if not Path(path).is_file():
         raise FileNotFoundError(f"ONNX file not found: {path}")
     options = ort.SessionOptions()
+    # No busy-waiting between runs: spinning threads would take the CPU from PyTorch (or other processes)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
