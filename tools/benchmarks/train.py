@@ -17,7 +17,6 @@ from typing import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.flop_counter import FlopCounterMode
 
 from backbones import build_backbone
 
@@ -71,14 +70,6 @@ def peak_mb(side: Side, x: torch.Tensor) -> float:
         side.step(x)
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
     return max(itertools.accumulate(n for _, n in events), default=0) / 2**20
-
-
-def step_gflops(side: Side, x: torch.Tensor) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        side.loss(x).backward()
-    side.model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / 1e9
 
 
 def gemm_gflops_per_s(n: int = 2048, repeats: int = 5) -> float:
@@ -172,7 +163,7 @@ CASES = {  # row name -> (builder, quick builder: smaller variant and input)
 }
 
 
-def train_row(name: str, build: Callable, repeats: int) -> tuple[list, bool, dict]:
+def train_row(name: str, build: Callable, repeats: int) -> tuple[list, bool]:
     """Compare, then time one training step of each side interleaved; then their peak memory."""
     ours, ref, x = build()
     loss_diff, grad_diff, norm_diff = compare(ours, ref, x)
@@ -182,7 +173,7 @@ def train_row(name: str, build: Callable, repeats: int) -> tuple[list, bool, dic
     row = [name, f"{ms['ours']:.0f}", f"{ms['hf']:.0f}", ratio(ms, "hf"), f"{mem['ours']:.0f}", f"{mem['hf']:.0f}",
            f"{mem['ours'] / mem['hf']:.2f}×", f"{loss_diff:.1e}", f"{grad_diff:.1e}", f"{norm_diff:.1e}",
            "OK" if ok else "MISMATCH"]
-    return row, ok, {"side": ours, "x": x, "ms": ms["ours"]}
+    return row, ok
 
 
 def suite(args) -> bool:
@@ -193,12 +184,12 @@ def suite(args) -> bool:
 
 def _suite(args) -> bool:
     repeats = repeats_of(args)
-    rows, ok, pvt = [], True, None
+    rows, ok = [], True
     for name, (build, quick) in CASES.items():
-        row, row_ok, timed = train_row(f"{name} (quick: smaller)" if args.quick else name, quick if args.quick else build, repeats)
+        label, builder = (f"{name} (quick: smaller)", quick) if args.quick else (name, build)
+        row, row_ok = train_row(label, builder, repeats)
         rows.append(row)
         ok &= row_ok
-        pvt = timed if name.startswith("PVTv2") else pvt
         print(f"  measured {' | '.join(map(str, row))}", file=sys.stderr)  # kept if a long run is cut short
     print(f"\n### Training step (forward + loss + backward + AdamW): ours vs Hugging Face (median of {repeats} runs)\n")
     print(table(["training step", "ours ms", "HF ms", "vs HF", "ours peak MiB", "HF peak MiB", "memory ours/HF",
@@ -219,8 +210,6 @@ def _suite(args) -> bool:
     print(f"\n### Backbone inference at batch {grid[0][1]}: ours vs Hugging Face vs timm (median of {repeats} runs)\n")
     print(table(["model", "batch", "size", "ours ms", "HF ms", "timm ms", "vs HF", "vs timm", "agree", "ours GFLOP/s",
                  "of GEMM rate"], rows, args.markdown))
-    train_rate = step_gflops(pvt["side"], pvt["x"]) / (pvt["ms"] / 1e3)
     print(f"\nfp32 GEMM rate of this machine (torch.mm 2048×2048, same run): {gemm:.0f} GFLOP/s. "
-          f"{grid[-1][0]} reaches {rate1 / gemm:.0%} of it in a batch-1 {x1.shape[-1]}² forward ({rate1:.0f} GFLOP/s) "
-          f"and {train_rate / gemm:.0%} in its training step above ({train_rate:.0f} GFLOP/s, forward + backward).")
+          f"{grid[-1][0]} reaches {rate1 / gemm:.0%} of it in a batch-1 {x1.shape[-1]}² forward ({rate1:.0f} GFLOP/s).")
     return ok
