@@ -321,7 +321,9 @@ class DeformableDETRHead(nn.Module):
         scores = enc_logits[..., 0].masked_fill(mask, float("-inf"))
         top = scores.topk(self.num_queries, dim=1).indices
         reference_points = enc_coords.gather(1, top[..., None].expand(-1, -1, 4)).detach().sigmoid()
-        query_pos, tgt = self.pos_trans_norm(self.pos_trans(box_sine_embedding(reference_points))).chunk(2, dim=-1)
+        # hidden_dim / 2 features per box coordinate (Hugging Face's rule; the original's fixed 128 is the same at 256)
+        embedding = box_sine_embedding(reference_points, num_feats=self.pos_trans.in_features // 4)
+        query_pos, tgt = self.pos_trans_norm(self.pos_trans(embedding)).chunk(2, dim=-1)
         return query_pos, tgt, reference_points, {"pred_logits": enc_logits, "pred_boxes": enc_coords.sigmoid()}
 
 

@@ -87,3 +87,12 @@ def test_unsupported_backbone_is_one_line(tmp_path):
     (tmp_path / "config.json").write_text(transformers.DeformableDetrConfig(**SMALL, backbone_config=resnet18).to_json_string())
     with pytest.raises(ValueError, match="not a ResNet-50"):
         DeformableDETR.from_pretrained(tmp_path)
+
+
+def test_two_stage_with_another_width(tmp_path):
+    """Two-stage proposals embed each box coordinate in hidden_dim / 2 sine features (Hugging Face's rule)."""
+    pvt = transformers.PvtV2Config(**PVT, out_features=["stage2", "stage3", "stage4"])
+    narrow = dict(d_model=64, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                  decoder_ffn_dim=64)
+    ours = _check(tmp_path, pvt, **narrow, **DETR_VARIANTS["two_stage"])
+    assert ours.config["hidden_dim"] == 64 and ours.config["two_stage"]
