@@ -54,14 +54,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return _read_folder(p)
     suffix = p.suffix.lower()
     if suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(p))
+        try:
+            return load_file(str(p))
+        except (SafetensorError, OSError) as e:  # a truncated, foreign or random-bytes file
+            raise ValueError(f"cannot read {p} as safetensors: {e}") from e
     if suffix in _TORCH_SUFFIXES:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-            raise ValueError(f"cannot read {p} with torch.load(weights_only=True): {e}") from e
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+            reason = (str(e).splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"cannot read {p} with torch.load(weights_only=True): {reason}") from e
         return _unwrap(obj, p)
     raise ValueError(
         f"unsupported weights file {p.name!r}: expected {', '.join(_TORCH_SUFFIXES)}, .safetensors "
@@ -90,7 +95,10 @@ def _read_folder(p: Path) -> dict[str, torch.Tensor]:
             return read_state_dict(p / name)
     for name in _HF_INDEXES:
         if (p / name).is_file():
-            shards = sorted(set(json.loads((p / name).read_text())["weight_map"].values()))
+            try:
+                shards = sorted(set(json.loads((p / name).read_text())["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"{p / name} is not a valid weights index (a JSON object with weight_map): {e}") from e
             out: dict[str, torch.Tensor] = {}
             for shard in shards:
                 out.update(read_state_dict(p / shard))

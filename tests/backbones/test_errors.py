@@ -105,3 +105,28 @@ def test_unreadable_weights(tmp_path):
         build_backbone("pvt_v2_b0", weights=tmp_path / "garbage.pth")
     with pytest.raises(TypeError, match="weights must be a path"):
         build_backbone("pvt_v2_b0", weights=123)
+
+
+def test_corrupt_weight_files_name_the_file(tmp_path):
+    (tmp_path / "random.safetensors").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=r"random.safetensors as safetensors"):
+        build_backbone("pvt_v2_b0", weights=tmp_path / "random.safetensors")
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors.index.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"model.safetensors.index.json is not a valid weights index"):
+        build_backbone("pvt_v2_b0", weights=folder)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_one_dtype_rule(b0, dtype):
+    with pytest.raises(TypeError, match=rf"the input is {dtype} but the weights are torch.float32"):
+        b0(torch.randn(1, 3, 64, 64, dtype=dtype))
+    assert b0.to(dtype)(torch.randn(1, 3, 64, 64, dtype=dtype))["stage4"].dtype == dtype  # converted together: fine
+    b0.float()
+
+
+def test_empty_batch(b0):
+    with pytest.raises(ValueError, match="empty batch"):
+        b0(torch.randn(0, 3, 64, 64))
