@@ -3,8 +3,8 @@ on clutter per image) written in the ImageNet folder layout (train/<class>/*.JPE
 data/toy/classification/ on first use. Light augmentation (crop + flip; no RandAugment, erasing or mixing: the
 recipe's regularisers slow a from-scratch run of minutes far more than they help); DeiT's evaluation protocol.
 Bar: top-1 >= 0.85 on the 300 validation images within 5 minutes on 2 CPU cores. Measured: top-1 0.81 / 0.92 /
-0.98 / 0.98 / 0.99 at iterations 50 ... 250; 4 min 40 s for the whole command (writing the data included) on the
-shared 2-core machine at load average ~9.5 (OMP_NUM_THREADS=1; 77 s of CPU time).
+0.98 / 0.98 / 0.99 at iterations 50 ... 250; 51 s for the whole command (writing the data included) on 2 idle
+CPU cores (top-1 0.99, top-5 1.0).
 """
 from tasks.classification.presets import ImageClassifierModel, ToyData
 from tasks.common.config import Config, RuntimeConfig, ScheduleConfig, adamw
