@@ -7,6 +7,8 @@ A task model subclasses ``TaskModel``, builds its head on ``self.in_channels`` a
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -103,9 +105,6 @@ class TaskModel(nn.Module):
     def build(cls, options, **overrides) -> "TaskModel":
         """A model from a config's model section: ``options`` is a dataclass whose fields named like this
         class's constructor arguments are passed on, and whose ``weights`` (if set) initialise the whole model."""
-        import dataclasses
-        import inspect
-
         params = inspect.signature(cls.__init__).parameters
         kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name in params}
         model = cls(**{**kwargs, **overrides})
