@@ -62,16 +62,23 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as e:  # a truncated, foreign or random-bytes file
             raise ValueError(f"cannot read {p} as safetensors: {e}") from e
     if suffix in _TORCH_SUFFIXES:
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-            reason = (str(e).splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"cannot read {p} with torch.load(weights_only=True): {reason}") from e
-        return _unwrap(obj, p)
+        return _unwrap(load_torch_file(p), p)
     raise ValueError(
         f"unsupported weights file {p.name!r}: expected {', '.join(_TORCH_SUFFIXES)}, .safetensors "
         "or a Hugging Face model folder"
     )
+
+
+def load_torch_file(path: Path):
+    """``torch.load(weights_only=True)`` of a ``.pth``/``.pt``/``.bin``/``.ckpt`` file (None for other suffixes);
+    a truncated or foreign file is a ValueError naming it."""
+    if path.suffix.lower() not in _TORCH_SUFFIXES:
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"cannot read {path} with torch.load(weights_only=True): {reason}") from e
 
 
 def _unwrap(obj, p: Path) -> dict[str, torch.Tensor]:

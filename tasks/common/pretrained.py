@@ -9,14 +9,13 @@ a ``config.json`` beside them, strict loading with errors that name every key â€
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
 
-from backbones.weights import ConvertedWeights, RenameRules, check_state_dict, read_state_dict
+from backbones.weights import ConvertedWeights, RenameRules, check_state_dict, load_torch_file, read_state_dict
 
 
 @dataclass(frozen=True)
@@ -110,18 +109,6 @@ def read_model_file(path: Path, task: str) -> tuple[dict, dict | None, Mapping |
     if isinstance(obj, Mapping):  # a bare or nested ("state_dict" in mmseg, "model") state dict
         return _tensors(obj.get("state_dict", obj.get("model", obj)), path), None, meta
     return read_state_dict(path), None, meta
-
-
-def load_torch_file(path: Path):
-    """``torch.load(weights_only=True)`` of a ``.pth``/``.pt``/``.bin``/``.ckpt`` file (None for other suffixes);
-    a truncated or foreign file is a ValueError naming it."""
-    if path.suffix.lower() not in (".pth", ".pt", ".bin", ".ckpt"):
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"cannot read {path} with torch.load(weights_only=True): {reason}") from e
 
 
 def _tensors(obj, path: Path) -> dict:
