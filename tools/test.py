@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tasks import get_task
-from tasks.common.checkpoint import WriteError
+from tasks.common.checkpoint import WriteError, os_error_line
 from tasks.common.config import ConfigError, apply_options, load_config, source_line
 from tasks.common.distributed import cleanup, init_distributed
 from tasks.common.engine import evaluate_checkpoint
@@ -38,6 +38,9 @@ def main(argv=None) -> int:
         return 2
     except WriteError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 1
     finally:
         cleanup()

@@ -10,17 +10,21 @@ A run never destroys another: if the work dir already holds a run (last.pth, bes
 run is refused with one line that says what to do. --resume continues it (appending to its log);
 --restart starts over after moving the earlier run's files to <work dir>/previous/<YYYYmmdd_HHMMSS>/
 (nothing is deleted); or pass another --work-dir. Every failure is one `error:` line (exit code 2 for a
-bad config or checkpoint, 1 when training itself fails: a non-finite loss, a full disk).
+bad config or checkpoint or a work dir another run holds, 1 when training itself fails: a non-finite loss, a
+work dir or disk that cannot be written, a training sample that cannot be read — then the last completed
+iteration is saved, so --resume continues once the file is fixed). One run at a time: the run locks its work
+dir before anything else.
 """
 import argparse
 import sys
 from pathlib import Path
 
 from tasks import get_task
-from tasks.common.checkpoint import WriteError
+from tasks.common.checkpoint import WriteError, os_error_line
 from tasks.common.config import ConfigError, apply_options, load_config, source_line
 from tasks.common.distributed import cleanup
 from tasks.common.engine import NonFiniteLoss, fit
+from tasks.common.samples import DataError
 
 
 def main(argv=None) -> int:
@@ -50,8 +54,11 @@ def main(argv=None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (NonFiniteLoss, WriteError) as e:
+    except (NonFiniteLoss, WriteError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # anything else the file system refused (the work dir, the data)
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 1
     finally:
         cleanup()
