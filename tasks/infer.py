@@ -1,5 +1,8 @@
 """Predict on image files and write one picture per image: what ``tools/infer.py`` runs, for any task.
 
+Images are read with their EXIF orientation applied (a phone photo is predicted and drawn upright); a folder
+given as an image stands for the image files in it (not its subfolders).
+
 A predictor is a task model (``model.predict``) or an exported ONNX file (``tasks.common.export``'s predictor):
 anything with ``task``, ``class_names`` and ``predict(image)``. One unreadable image is reported and skipped;
 the others are still done. Output names are unique: ``<stem>.png``, or, where stems collide (``a/x.jpg`` and
@@ -26,6 +29,23 @@ PICTURES = {
 }
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def expand_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """``paths`` with each folder replaced by its image files (sorted); a folder without any is a ValueError."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"the folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
 def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     """A unique PNG file name for each input path (see the module docstring)."""
     paths = [Path(p).resolve() for p in paths]
@@ -49,6 +69,7 @@ def infer_images(predictor, paths: Sequence[str | os.PathLike], out_dir: str | o
     save = PICTURES.get(predictor.task)
     if save is None:
         raise ValueError(f"no picture for task {predictor.task!r}; known: {', '.join(PICTURES)}")
+    paths = expand_images(paths)
     names = output_names(paths)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -58,7 +79,7 @@ def infer_images(predictor, paths: Sequence[str | os.PathLike], out_dir: str | o
     written, failures = [], []
     for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=len(paths) < 2), names):
         try:
-            image = read_image(path)
+            image = read_image(path, exif=True)
             prediction = predictor.predict(image, **(predict_options or {}))
         except (FileNotFoundError, ValueError) as e:  # unreadable, or e.g. smaller than the model's minimum
             failures.append(f"{path}: {e}" if str(path) not in str(e) else str(e))

@@ -1,6 +1,6 @@
 """Predict on images with a trained model (or an exported ONNX file) and write one PNG per image.
 
-    python tools/infer.py CHECKPOINT IMAGE [IMAGE ...] [--out DIR] [--flip] [--threshold T]
+    python tools/infer.py CHECKPOINT IMAGE|FOLDER [...] [--out DIR] [--flip] [--threshold T]
     python tools/infer.py --onnx MODEL.onnx IMAGE [IMAGE ...] [--out DIR]
 
 CHECKPOINT: best.pth / last.pth from tools/train.py, a Hugging Face model folder or a hub id; the task, the
@@ -9,7 +9,8 @@ preprocessing and the class names come from it (or from the ONNX file's metadata
 - depth: the input beside the colour-mapped depth with a scale bar in metres;
 - detection: boxes with class names and scores >= --threshold;
 - classification: the image beside its top-5 classes and probabilities.
-An image that cannot be read is reported and skipped; the exit code is 1 when any image failed.
+A FOLDER stands for the images in it. Images are turned as their EXIF orientation says (phone photos come out
+upright). An image that cannot be read is reported and skipped; the exit code is 1 when any image failed.
 """
 import argparse
 import sys

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backbones.weights import torch_load_reason
+
 
 class WriteError(OSError):
     """A file could not be written (disk full, read-only, quota ...); the previous version is unchanged."""
@@ -104,7 +106,7 @@ def load(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = torch_load_reason(e)
         raise ValueError(f"{path} is not a readable checkpoint (truncated or not written by torch.save): {reason}") from e
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint dict")
