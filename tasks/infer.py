@@ -11,10 +11,12 @@ the others are still done. Output names are unique: ``<stem>.png``, or, where st
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from .classification.visualize import save_prediction_png as _classification_png
@@ -63,6 +65,29 @@ def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
+def validation_pictures(model, dataset, count: int = 4) -> list[tuple[str, np.ndarray]]:
+    """``[(name, uint8 [H, W, 3])]``: ``tools/infer.py``'s picture of ``model.predict`` on ``count`` images spread
+    over ``dataset`` (read untransformed, with ``dataset.read``), for TensorBoard; none for a model or dataset
+    without ``predict`` / ``read``."""
+    save = PICTURES.get(getattr(model, "task", None))
+    if save is None or not hasattr(model, "predict") or not hasattr(dataset, "read") or len(dataset) == 0:
+        return []
+    out = []
+    with tempfile.TemporaryDirectory() as folder:
+        for index in sorted({round(i) for i in np.linspace(0, len(dataset) - 1, min(count, len(dataset)))}):
+            image = dataset.read(index)["image"]
+            path = Path(folder) / f"{index}.png"
+            save(path, image, model.predict(image), class_names=_class_names(model))
+            out.append((str(index), read_image(path)))
+    return out
+
+
+def _class_names(predictor):
+    if predictor.class_names is None and predictor.task == "segmentation":
+        return tuple(f"class {i}" for i in range(predictor.num_classes))
+    return predictor.class_names
+
+
 def infer_images(predictor, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                  predict_options: dict | None = None, picture_options: dict | None = None) -> tuple[list[Path], list[str]]:
     """``(written PNGs, failures)``: each failure is one line naming the image and what went wrong."""
@@ -73,9 +98,7 @@ def infer_images(predictor, paths: Sequence[str | os.PathLike], out_dir: str | o
     names = output_names(paths)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    class_names = predictor.class_names
-    if class_names is None and predictor.task == "segmentation":
-        class_names = tuple(f"class {i}" for i in range(predictor.num_classes))
+    class_names = _class_names(predictor)
     written, failures = [], []
     for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=len(paths) < 2), names):
         try:

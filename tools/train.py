@@ -25,6 +25,7 @@ from tasks.common.config import ConfigError, apply_options, load_config, source_
 from tasks.common.distributed import cleanup
 from tasks.common.engine import NonFiniteLoss, fit
 from tasks.common.samples import DataError
+from tasks.infer import validation_pictures
 
 
 def main(argv=None) -> int:
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
             resume = work_dir / "last.pth" if args.resume == "last" else Path(args.resume)
             if not resume.is_file():
                 raise ConfigError(f"--resume: no checkpoint at {resume}")
-        result = fit(task, cfg, work_dir, resume=resume, restart=args.restart)
+        result = fit(task, cfg, work_dir, resume=resume, restart=args.restart, pictures=validation_pictures)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -34,7 +34,7 @@ from .distributed import (
     broadcast_buffers,
     init_distributed,
 )
-from .logs import JsonlLog, LossMeter, main_terms, plot_curves, scalar_metrics
+from .logs import JsonlLog, LossMeter, TensorBoardLog, main_terms, plot_curves, scalar_metrics
 from .samples import BadSample, DataError, GuardedCollate, GuardedDataset
 from .runs import archive_run, check_new_run, claim_work_dir, resume_run
 from .optim import build_optimizer, build_scheduler
@@ -214,9 +214,12 @@ def _check_total_batch(cfg: Config, info: DistInfo) -> None:
         )
 
 
-def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = None, restart: bool = False) -> dict:
+def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = None, restart: bool = False,
+        pictures=None) -> dict:
     """Train ``cfg`` in ``work_dir``; ``resume`` is a checkpoint to continue from. A work dir that already holds a
-    run is refused unless ``resume`` or ``restart`` (which moves that run's files aside; see ``runs.py``).
+    run is refused unless ``resume`` or ``restart`` (which moves that run's files aside; see ``runs.py``); one
+    that another live run holds is refused in any case (``runs.claim_work_dir``). ``pictures(model, val_dataset)``
+    -> ``[(name, uint8 [H, W, 3])]`` draws a few validation predictions for TensorBoard (``tasks.infer``).
     ``cfg`` itself is not changed (an epoch schedule is resolved on a copy). Returns a summary dict."""
     work_dir, cfg = Path(work_dir), copy.deepcopy(cfg)
     try:
@@ -225,7 +228,7 @@ def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = Non
         raise ConfigError(str(e)) from e
     lock = _claim(work_dir, info)  # before anything reads or writes the work dir
     try:
-        return _fit(task, cfg, work_dir, resume, restart)
+        return _fit(task, cfg, work_dir, resume, restart, pictures)
     finally:
         if lock is not None:
             lock.release()
@@ -247,7 +250,9 @@ def _claim(work_dir: Path, info: DistInfo):
     return lock
 
 
-def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool) -> dict:
+def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> dict:
+    if "tensorboard" in cfg.runtime.loggers:
+        TensorBoardLog.check_installed()
     if resume is None:
         check_new_run(work_dir, restart)  # every rank reads the folder before rank 0 changes anything
     info, train_loader, val_loader, model, optimizer, scheduler, scaler = _build(task, cfg)
@@ -262,6 +267,7 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool) -> dict:
     log = JsonlLog(work_dir / "log.jsonl")
     if info.is_main:
         _prepare_work_dir(work_dir, cfg, log, info, start, archive=restart and resume is None)
+    tb = TensorBoardLog(work_dir / "tensorboard", start) if info.is_main and "tensorboard" in cfg.runtime.loggers else None
     stop = _StopRequest()
     result = {"iteration": start, "stopped": None, "metrics": None, "best": best}
     saved = (Path(resume), start) if resume is not None else None  # the last good checkpoint
@@ -295,10 +301,14 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool) -> dict:
                 if log_now:
                     meter.reset()
                     _log_train(log, bar, info, done, lr, means, (time.perf_counter() - tic) / (done - start))
+                    if tb is not None:
+                        tb.train(done, lr, means)
             if evaluate_now:
                 broadcast_buffers(model)
                 metrics = evaluate(task, model, val_loader, info.device)
                 best = _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best)
+                if tb is not None:
+                    tb.val(done, metrics, pictures(model, val_loader.dataset) if pictures is not None else ())
                 result["metrics"], result["best"] = metrics, best
             if save_now:
                 _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best)
@@ -309,6 +319,8 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool) -> dict:
     finally:
         stop.restore()
         bar.close()
+        if tb is not None:
+            tb.close()
         if info.is_main:
             _plot(log, work_dir / "curves.png")
     return result
