@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .config import ConfigError
+
 
 @dataclass(frozen=True)
 class Release:
@@ -114,6 +116,8 @@ def build_datasets(task) -> dict[str, object]:
     for split, build in (("train", task.train_dataset), ("val", task.val_dataset)):
         try:
             out[split] = build()
+        except ConfigError:  # the config does not fit the data (e.g. model.num_classes): one line, not a table
+            raise
         except (FileNotFoundError, ValueError, OSError) as e:
             out[split] = e
     return out
