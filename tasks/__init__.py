@@ -67,6 +67,7 @@ def _task_of_config(cfg: dict, source: Path) -> str:
     raise ValueError(f"{source} describes a {kind!r} model, which no task reads ({readable})")
 
 
-def load_pretrained(path: str | os.PathLike, **backbone_args):
-    """The task model of any checkpoint (``checkpoint_task``), built and loaded by its ``from_pretrained``."""
-    return TASK_MODELS[checkpoint_task(path)].from_pretrained(path, **backbone_args)
+def load_pretrained(path: str | os.PathLike, **kwargs):
+    """The task model of any checkpoint (``checkpoint_task``), built and loaded by its ``from_pretrained``
+    (``kwargs`` go to it: the model's arguments, ``backbone_args={...}``)."""
+    return TASK_MODELS[checkpoint_task(path)].from_pretrained(path, **kwargs)
