@@ -310,7 +310,7 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> 
                 metrics = evaluate(task, model, val_loader, info.device)
                 best = _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best)
                 if tb is not None:
-                    tb.val(done, metrics, pictures(model, val_loader.dataset) if pictures is not None else ())
+                    tb.val(done, metrics, _pictures(pictures, model, val_loader.dataset))
                 result["metrics"], result["best"] = metrics, best
             if save_now:
                 _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best)
@@ -326,6 +326,17 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> 
         if info.is_main:
             _plot(log, work_dir / "curves.png")
     return result
+
+
+def _pictures(pictures, model, dataset) -> list:
+    """A few validation predictions drawn for TensorBoard; a failure to draw them is reported, not fatal."""
+    if pictures is None:
+        return []
+    try:
+        return pictures(model, dataset)
+    except Exception as e:  # noqa: BLE001 - a picture must not end a run
+        tqdm.write(f"warning: no prediction pictures for TensorBoard: {type(e).__name__}: {e}")
+        return []
 
 
 def _check_batches(micro, it, done, work_dir, model, optimizer, scheduler, scaler, cfg, info, best) -> None:
