@@ -77,8 +77,17 @@ def load_torch_file(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"cannot read {path} with torch.load(weights_only=True): {reason}") from e
+        raise ValueError(f"cannot read {path} with torch.load(weights_only=True): {torch_load_reason(e)}") from e
+
+
+def torch_load_reason(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one line, without torch's advice to retry with
+    ``weights_only=False`` (which runs arbitrary code from the file: never for a file one did not make)."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:  # the real reason follows torch's paragraph about the default
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation of torch.load", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return lines[0] if lines else "not a file torch.save wrote (or it is truncated)"
 
 
 def _unwrap(obj, p: Path) -> dict[str, torch.Tensor]:

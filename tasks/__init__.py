@@ -63,8 +63,8 @@ def _task_of_config(cfg: Mapping, source: Path) -> str:
     raise ValueError(f"{source} describes a {kind!r} model, which no task reads ({readable})")
 
 
-def load_pretrained(path: str | os.PathLike, **backbone_args):
+def load_pretrained(path: str | os.PathLike, **kwargs):
     """The task model of any checkpoint, folder, short name or hub id (read once), built and loaded by its
-    task model's ``from_pretrained``."""
+    task model's ``from_pretrained`` (``kwargs`` go to it: the model's arguments, ``backbone_args={...}``)."""
     ck = open_checkpoint(path)
-    return get_task_spec(_task_of(ck)).model.from_pretrained(ck, **backbone_args)
+    return get_task_spec(_task_of(ck)).model.from_pretrained(ck, **kwargs)

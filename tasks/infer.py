@@ -1,21 +1,26 @@
 """Predict on image files and write one picture per image: what ``tools/infer.py`` runs, for any task.
 
+Images are read with their EXIF orientation applied (a phone photo is predicted and drawn upright); a folder
+given as an image stands for the image files in it (not its subfolders).
+
 A predictor is a task model (``model.predict``) or an exported ONNX file (``tasks.common.export``'s predictor):
-anything with ``task``, ``class_names`` and ``predict(image)``; the picture is the task's ``TaskSpec.picture``. One unreadable image is reported and skipped;
-the others are still done. Output names are unique: ``<stem>.png``, or, where stems collide (``a/x.jpg`` and
+anything with ``task``, ``class_names`` and ``predict(image)``; the picture is the task's ``TaskSpec.picture``.
+One unreadable image is reported and skipped; the others are still done. Output names are unique: ``<stem>.png``, or, where stems collide (``a/x.jpg`` and
 ``b/x.jpg``, ``x.png`` and ``x.jpg``), the path below the inputs' common folder with ``__`` for ``/``.
 """
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from .common.images import read_image
-from .common.registry import get_task_spec, task_specs
+from .common.registry import get_task_spec, list_tasks, task_specs
 
 
 def task_options(task: str, options: dict) -> tuple[dict, dict]:
@@ -29,6 +34,23 @@ def task_options(task: str, options: dict) -> tuple[dict, dict]:
         takers = [s.name for s in task_specs() if key in s.predict_options + s.picture_options]
         raise ValueError(f"--{key} is for {' and '.join(takers) or 'no'} models, not {task}")
     return predict, picture
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def expand_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """``paths`` with each folder replaced by its image files (sorted); a folder without any is a ValueError."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"the folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            out += found
+        else:
+            out.append(p)
+    return out
 
 
 def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
@@ -48,23 +70,46 @@ def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
+def validation_pictures(model, dataset, count: int = 4) -> list[tuple[str, np.ndarray]]:
+    """``[(name, uint8 [H, W, 3])]``: ``tools/infer.py``'s picture of ``model.predict`` on ``count`` images spread
+    over ``dataset`` (read untransformed, with ``dataset.read``), for TensorBoard; none for a model or dataset
+    without ``predict`` / ``read``."""
+    task = getattr(model, "task", None)
+    save = get_task_spec(task).picture if task in list_tasks() else None
+    if save is None or not hasattr(model, "predict") or not hasattr(dataset, "read") or len(dataset) == 0:
+        return []
+    out = []
+    with tempfile.TemporaryDirectory() as folder:
+        for index in sorted({round(i) for i in np.linspace(0, len(dataset) - 1, min(count, len(dataset)))}):
+            image = dataset.read(index)["image"]
+            path = Path(folder) / f"{index}.png"
+            save(path, image, model.predict(image), class_names=_class_names(model))
+            out.append((str(index), read_image(path)))
+    return out
+
+
+def _class_names(predictor):
+    count = getattr(predictor, "num_classes", None)
+    if predictor.class_names is None and count:  # a model trained without names: number them
+        return tuple(f"class {i}" for i in range(count))
+    return predictor.class_names
+
+
 def infer_images(predictor, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                  predict_options: dict | None = None, picture_options: dict | None = None) -> tuple[list[Path], list[str]]:
     """``(written PNGs, failures)``: each failure is one line naming the image and what went wrong."""
     save = get_task_spec(predictor.task).picture
     if save is None:
         raise ValueError(f"task {predictor.task!r} declares no picture (TaskSpec.picture)")
+    paths = expand_images(paths)
     names = output_names(paths)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    class_names = predictor.class_names
-    count = getattr(predictor, "num_classes", None)
-    if class_names is None and count:  # a model trained without names: number them
-        class_names = tuple(f"class {i}" for i in range(count))
+    class_names = _class_names(predictor)
     written, failures = [], []
     for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=len(paths) < 2), names):
         try:
-            image = read_image(path)
+            image = read_image(path, exif=True)
             prediction = predictor.predict(image, **(predict_options or {}))
         except (FileNotFoundError, ValueError) as e:  # unreadable, or e.g. smaller than the model's minimum
             failures.append(f"{path}: {e}" if str(path) not in str(e) else str(e))

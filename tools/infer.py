@@ -1,14 +1,15 @@
 """Predict on images with a trained model (or an exported ONNX file) and write one PNG per image.
 
-    python tools/infer.py CHECKPOINT IMAGE [IMAGE ...] [--out DIR] [--flip] [--threshold T]
+    python tools/infer.py CHECKPOINT IMAGE|FOLDER [...] [--out DIR] [--flip] [--threshold T]
     python tools/infer.py --onnx MODEL.onnx IMAGE [IMAGE ...] [--out DIR]
 
 CHECKPOINT: best.pth / last.pth from tools/train.py, a Hugging Face model folder or a hub id; the task, the
 preprocessing and the class names come from it (or from the ONNX file's metadata). The picture is the task's
 own (its TaskSpec.picture): e.g. a label map blended in a palette, colour-mapped depth with a scale bar, boxes
 with names and scores, the top-5 classes. --flip and --threshold go to the tasks that declare them
-(TaskSpec.predict_options / picture_options). An image that cannot be read is reported and skipped; the exit
-code is 1 when any image failed.
+(TaskSpec.predict_options / picture_options). A FOLDER stands for the images in it. Images are turned as their
+EXIF orientation says (phone photos come out upright). An image that cannot be read is reported and skipped;
+the exit code is 1 when any image failed.
 """
 import argparse
 import sys

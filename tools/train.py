@@ -10,7 +10,10 @@ A run never destroys another: if the work dir already holds a run (last.pth, bes
 run is refused with one line that says what to do. --resume continues it (appending to its log);
 --restart starts over after moving the earlier run's files to <work dir>/previous/<YYYYmmdd_HHMMSS>/
 (nothing is deleted); or pass another --work-dir. Every failure is one `error:` line (exit code 2 for a
-bad config or checkpoint, 1 when training itself fails: a non-finite loss, a full disk).
+bad config or checkpoint or a work dir another run holds, 1 when training itself fails: a non-finite loss, a
+work dir or disk that cannot be written, a training sample that cannot be read — then the last completed
+iteration is saved, so --resume continues once the file is fixed). One run at a time: the run locks its work
+dir before anything else.
 """
 import argparse
 import sys
@@ -21,6 +24,8 @@ from tasks.common.cli import config_and_task, run, work_dir
 from tasks.common.config import ConfigError
 from tasks.common.distributed import cleanup
 from tasks.common.engine import NonFiniteLoss, fit
+from tasks.common.samples import DataError
+from tasks.infer import validation_pictures
 
 
 def main(argv=None) -> int:
@@ -42,7 +47,7 @@ def main(argv=None) -> int:
             resume = out / "last.pth" if args.resume == "last" else Path(args.resume)
             if not resume.is_file():
                 raise ConfigError(f"--resume: no checkpoint at {resume}")
-        result = fit(task, cfg, out, resume=resume, restart=args.restart)
+        result = fit(task, cfg, out, resume=resume, restart=args.restart, pictures=validation_pictures)
         if result["stopped"]:
             print(f"stopped at iteration {result['iteration']}; checkpoint saved. Continue with --resume.")
             return 130
@@ -51,7 +56,7 @@ def main(argv=None) -> int:
         print(f"done: {result['iteration']} iterations; outputs in {out}")
         return 0
 
-    return run(train, mistakes=(ConfigError, FileNotFoundError), failures=(NonFiniteLoss, WriteError), cleanup=cleanup)
+    return run(train, mistakes=(ConfigError, FileNotFoundError), failures=(NonFiniteLoss, WriteError, DataError), cleanup=cleanup)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from .config import ConfigError
 from .registry import build_task, get_task_spec, list_tasks
 
 _SHOW = 3  # problems listed per kind before "... and N more"
@@ -111,6 +112,8 @@ def build_datasets(task) -> dict[str, object]:
     for split, build in (("train", task.train_dataset), ("val", task.val_dataset)):
         try:
             out[split] = build()
+        except ConfigError:  # the config does not fit the data (e.g. model.num_classes): one line, not a table
+            raise
         except (FileNotFoundError, ValueError, OSError) as e:
             out[split] = e
     return out

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backbones.weights import torch_load_reason
+
 
 class WriteError(OSError):
     """A file could not be written (disk full, read-only, quota ...); the previous version is unchanged."""
@@ -19,6 +21,13 @@ class WriteError(OSError):
 
     def __str__(self) -> str:
         return f"cannot write {self.filename}: {self.strerror} (the previous file, if any, is unchanged)"
+
+
+def os_error_line(error: OSError) -> str:
+    """``<path>: <reason>`` for an OSError, on one line."""
+    reason = error.strerror or str(error)
+    where = error.filename if error.filename is not None else ""
+    return " ".join(f"{where}: {reason}".split()) if where else " ".join(reason.split())
 
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)$")
@@ -38,15 +47,21 @@ def _write_atomic(path: str | Path, write) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        tmp.unlink(missing_ok=True)  # a half-written file would keep a full disk full
+        try:
+            tmp.unlink(missing_ok=True)  # a half-written file would keep a full disk full
+        except OSError:
+            pass  # e.g. a read-only folder: the write's own error below is the one to report
         if isinstance(e, OSError) and not isinstance(e, WriteError):
             raise WriteError(path, e) from e
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        raise WriteError(path, e) from e
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
@@ -56,7 +71,10 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     for p in Path(folder).glob(".*.tmp*") if Path(folder).is_dir() else ():
         match = _TEMP.match(p.name)
         if match and p.is_file() and not _alive(int(match["pid"])):
-            p.unlink(missing_ok=True)
+            try:
+                p.unlink(missing_ok=True)
+            except OSError as e:
+                raise WriteError(p, e) from e
             removed.append(p)
     return removed
 
@@ -88,7 +106,7 @@ def load(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = torch_load_reason(e)
         raise ValueError(f"{path} is not a readable checkpoint (truncated or not written by torch.save): {reason}") from e
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint dict")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .checkpoint import os_error_line
 from .config import ConfigError, apply_options, load_config, source_line
 from .registry import build_task
 
@@ -40,7 +41,8 @@ def error(message: object) -> None:
 def run(body: Callable[[], int], *, mistakes: tuple[type[BaseException], ...] = USER_ERRORS,
         failures: tuple[type[BaseException], ...] = (), cleanup: Callable[[], None] | None = None) -> int:
     """``body()``'s exit code; one of ``mistakes`` (a user's) is one ``error:`` line and exit code 2, one of
-    ``failures`` (the run itself failed: a non-finite loss, a full disk) one line and exit code 1."""
+    ``failures`` (the run itself failed: a non-finite loss, a full disk) one line and exit code 1; any other
+    OSError (a work dir or data the file system refuses) one line naming the path and the reason, exit code 1."""
     try:
         return body()
     except failures as e:
@@ -49,6 +51,9 @@ def run(body: Callable[[], int], *, mistakes: tuple[type[BaseException], ...] = 
     except mistakes as e:
         error(e)
         return 2
+    except OSError as e:
+        error(os_error_line(e))
+        return 1
     finally:
         if cleanup is not None:
             cleanup()

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 
+LOGGERS = ("tensorboard",)
+
+
 class ConfigError(ValueError):
     """A config that cannot be loaded or an option that does not fit it; the message says why."""
 
@@ -66,6 +69,9 @@ class RuntimeConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "none"  # none | bf16 | fp16 (fp16 on CUDA only, with a gradient scaler)
+    # Experiment trackers besides log.jsonl and curves.png: ("tensorboard",) writes <work dir>/tensorboard/
+    # (pip install "densepred[tensorboard]").
+    loggers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -216,6 +222,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.num_workers must be an int >= 0, got {workers!r}")
     if cfg.optimizer.lr <= 0:
         raise ConfigError(f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
+    unknown = [name for name in cfg.runtime.loggers if name not in LOGGERS]
+    if not isinstance(cfg.runtime.loggers, tuple) or unknown:
+        raise ConfigError(f"runtime.loggers must be a tuple of {', '.join(map(repr, LOGGERS))}, got {cfg.runtime.loggers!r}")
 
 
 def _check_length(sched: ScheduleConfig) -> None:

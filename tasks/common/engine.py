@@ -34,8 +34,9 @@ from .distributed import (
     broadcast_buffers,
     init_distributed,
 )
-from .logs import JsonlLog, LossMeter, main_terms, plot_curves, scalar_metrics
-from .runs import archive_run, check_new_run, resume_run
+from .logs import JsonlLog, LossMeter, TensorBoardLog, main_terms, plot_curves, scalar_metrics
+from .samples import BadSample, DataError, GuardedCollate, GuardedDataset
+from .runs import archive_run, check_new_run, claim_work_dir, resume_run
 from .optim import build_optimizer, build_scheduler
 
 
@@ -149,11 +150,11 @@ def _train_loader(task, cfg: Config, info: DistInfo) -> DataLoader:
     dataset = task.train_dataset()
     sampler = TrainSampler(len(dataset), seed=cfg.runtime.seed, rank=info.rank, world_size=info.world_size)
     return DataLoader(
-        dataset,
+        GuardedDataset(dataset),  # a sample that cannot be read comes back as a BadSample (see samples.py)
         batch_size=cfg.data.batch_size,
         sampler=sampler,
         num_workers=cfg.data.num_workers,
-        collate_fn=task.collate,
+        collate_fn=GuardedCollate(task.collate),
         drop_last=True,
         persistent_workers=cfg.data.num_workers > 0,
         generator=torch.Generator().manual_seed(cfg.runtime.seed),
@@ -174,7 +175,7 @@ def _build(task, cfg: Config):
         _autocast(cfg, info.device)
         train_loader = _train_loader(task, cfg, info)  # data first: a missing dataset fails before any work
         val_loader = _val_loader(task, cfg, info)
-        warnings = preflight(cfg, train_loader.dataset, val_loader.dataset)  # counts and pairing; no decoding
+        warnings = preflight(cfg, train_loader.dataset.dataset, val_loader.dataset)  # counts and pairing; no decoding
         for line in warnings if info.is_main else []:
             tqdm.write(f"WARNING: {line}")
         _resolve_epochs(cfg, len(train_loader.dataset), info.world_size)
@@ -215,11 +216,45 @@ def _check_total_batch(cfg: Config, info: DistInfo) -> None:
         )
 
 
-def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = None, restart: bool = False) -> dict:
+def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = None, restart: bool = False,
+        pictures=None) -> dict:
     """Train ``cfg`` in ``work_dir``; ``resume`` is a checkpoint to continue from. A work dir that already holds a
-    run is refused unless ``resume`` or ``restart`` (which moves that run's files aside; see ``runs.py``).
+    run is refused unless ``resume`` or ``restart`` (which moves that run's files aside; see ``runs.py``); one
+    that another live run holds is refused in any case (``runs.claim_work_dir``). ``pictures(model, val_dataset)``
+    -> ``[(name, uint8 [H, W, 3])]`` draws a few validation predictions for TensorBoard (``tasks.infer``).
     ``cfg`` itself is not changed (an epoch schedule is resolved on a copy). Returns a summary dict."""
     work_dir, cfg = Path(work_dir), copy.deepcopy(cfg)
+    try:
+        info = init_distributed(cfg.runtime.device)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    lock = _claim(work_dir, info)  # before anything reads or writes the work dir
+    try:
+        return _fit(task, cfg, work_dir, resume, restart, pictures)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _claim(work_dir: Path, info: DistInfo):
+    """Rank 0 locks the work dir (``runs.claim_work_dir``); when it cannot, every rank raises its error."""
+    lock, error = None, None
+    if info.is_main:
+        try:
+            lock = claim_work_dir(work_dir)
+        except (ConfigError, ckpt.WriteError) as e:
+            error = e
+    messages = all_gather_objects(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if messages[0] is not None:
+        raise ConfigError(messages[0])
+    return lock
+
+
+def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> dict:
+    if "tensorboard" in cfg.runtime.loggers:
+        TensorBoardLog.check_installed()
     if resume is None:
         check_new_run(work_dir, restart)  # every rank reads the folder before rank 0 changes anything
     info, train_loader, val_loader, model, optimizer, scheduler, scaler = _build(task, cfg)
@@ -234,6 +269,7 @@ def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = Non
     log = JsonlLog(work_dir / "log.jsonl")
     if info.is_main:
         _prepare_work_dir(work_dir, cfg, log, info, start, archive=restart and resume is None)
+    tb = TensorBoardLog(work_dir / "tensorboard", start) if info.is_main and "tensorboard" in cfg.runtime.loggers else None
     stop = _StopRequest()
     result = {"iteration": start, "stopped": None, "metrics": None, "best": best}
     saved = (Path(resume), start) if resume is not None else None  # the last good checkpoint
@@ -243,8 +279,10 @@ def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = Non
         net.train()
         tic = time.perf_counter()
         for it in range(start, cfg.schedule.max_iters):
+            micro = [next(batches) for _ in range(cfg.schedule.grad_accum)]
+            _check_batches(micro, it, result["iteration"], work_dir, model, optimizer, scheduler, scaler, cfg, info, best)
             try:
-                meter.add(train_one_step(net, task, batches, optimizer, scaler, cfg, info), it + 1)
+                meter.add(train_one_step(net, task, iter(micro), optimizer, scaler, cfg, info), it + 1)
             except Exception as e:  # e.g. the matcher refusing NaN boxes: the NaN loss before it is the cause
                 bad = meter.local_bad()
                 if bad is not None:
@@ -265,10 +303,14 @@ def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = Non
                 if log_now:
                     meter.reset()
                     _log_train(log, bar, info, done, lr, means, (time.perf_counter() - tic) / (done - start))
+                    if tb is not None:
+                        tb.train(done, lr, means)
             if evaluate_now:
                 broadcast_buffers(model)
                 metrics = evaluate(task, model, val_loader, info.device)
                 best = _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best)
+                if tb is not None:
+                    tb.val(done, metrics, _pictures(pictures, model, val_loader.dataset))
                 result["metrics"], result["best"] = metrics, best
             if save_now:
                 _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best)
@@ -279,15 +321,45 @@ def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = Non
     finally:
         stop.restore()
         bar.close()
+        if tb is not None:
+            tb.close()
         if info.is_main:
             _plot(log, work_dir / "curves.png")
     return result
 
 
+def _pictures(pictures, model, dataset) -> list:
+    """A few validation predictions drawn for TensorBoard; a failure to draw them is reported, not fatal."""
+    if pictures is None:
+        return []
+    try:
+        return pictures(model, dataset)
+    except Exception as e:  # noqa: BLE001 - a picture must not end a run
+        tqdm.write(f"warning: no prediction pictures for TensorBoard: {type(e).__name__}: {e}")
+        return []
+
+
+def _check_batches(micro, it, done, work_dir, model, optimizer, scheduler, scaler, cfg, info, best) -> None:
+    """Before iteration ``it + 1``: if any process met a sample it cannot read, every process saves the state of
+    the last completed iteration ``done`` (so ``--resume`` continues once the file is fixed) and raises
+    ``DataError`` with the first bad sample's message."""
+    bad = next((b.message for b in micro if isinstance(b, BadSample)), None)
+    if info.world_size > 1:
+        if all_reduce_sum(torch.tensor([float(bad is not None)])).item() == 0:
+            return
+        bad = next(m for m in all_gather_objects(bad) if m is not None)
+    elif bad is None:
+        return
+    _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best)
+    raise DataError(
+        f"iteration {it + 1}: a training sample cannot be read: {bad}; the state after iteration {done} is saved in "
+        f"{work_dir / 'last.pth'}: fix the file, then continue with --resume"
+    )
+
+
 def _prepare_work_dir(work_dir: Path, cfg: Config, log: JsonlLog, info: DistInfo, start: int, archive: bool) -> None:
     """Rank 0, before the first iteration: move an earlier run aside (restart), delete the temporary files of
     killed writes (they can keep a full disk full), write the resolved config and the log's start record."""
-    work_dir.mkdir(parents=True, exist_ok=True)
     moved = archive_run(work_dir) if archive else None
     if moved is not None:
         tqdm.write(f"the previous run in {work_dir} moved to {moved}")
@@ -383,7 +455,6 @@ def evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: str
     task.model_preprocessing = model.preprocessing
     metrics = evaluate(task, model, _val_loader(task, cfg, info), info.device)
     if info.is_main:
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
         out = {"checkpoint": str(checkpoint), **metrics}
         ckpt.write_text_atomic(Path(work_dir) / "test_metrics.json", json.dumps(out, indent=2))
     return metrics

@@ -1,8 +1,11 @@
 """Reading image files, for every dataset and tool: a bad file is one error that names it.
 
 ``read_image`` gives ``uint8 [H, W, 3]`` RGB; ``read_image_unchanged`` gives the stored array (dtype and
-channels as in the file, e.g. a uint16 depth PNG). Both decode with OpenCV, ignoring the EXIF orientation (so
-the pixels line up with masks and depth maps, which carry none, and with COCO's ``height``/``width``).
+channels as in the file, e.g. a uint16 depth PNG). Both decode with OpenCV. Datasets keep the stored
+orientation, ignoring the EXIF orientation tag: the pixels must line up with masks and depth maps, which carry
+none, and COCO's boxes and ``height``/``width`` are in stored pixels. Prediction on a photo
+(``read_image(path, exif=True)``, what ``tools/infer.py`` reads) applies the tag, so a phone photo is predicted
+and drawn upright, as every viewer shows it.
 
 Errors: a missing file is a ``FileNotFoundError``; an empty, truncated or undecodable file a ``ValueError``
 naming it. libjpeg decodes a JPEG cut short without failing (it fills the rest grey and prints "Premature end
@@ -43,9 +46,10 @@ def check_image(image, who: str = "image") -> np.ndarray:
     return image
 
 
-def read_image(path: PathLike) -> np.ndarray:
-    """``uint8 [H, W, 3]`` RGB (grey images are repeated to three channels, alpha is dropped)."""
-    image = _decode(path, _COLOUR, "image file")
+def read_image(path: PathLike, exif: bool = False) -> np.ndarray:
+    """``uint8 [H, W, 3]`` RGB (grey images are repeated to three channels, alpha is dropped); ``exif=True``
+    turns the image as its EXIF orientation tag says (the stored pixels otherwise)."""
+    image = _decode(path, cv2.IMREAD_COLOR if exif else _COLOUR, "image file")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

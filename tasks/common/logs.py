@@ -3,6 +3,12 @@
 A train record holds ``loss`` (what was back-propagated: the weighted sum of the terms), every term the task
 returned (``loss_<term>``, unweighted, and logged-only statistics such as ``cardinality_error``), ``lr`` and,
 with clipping, ``grad_norm``; values are means over the iterations since the previous record.
+
+``TensorBoardLog`` (``runtime.loggers=("tensorboard",)``) writes the same values to ``<work dir>/tensorboard/``:
+``train/<key>`` for the loss, every term, ``lr`` (and ``grad_norm``), ``val/<metric>`` for every scalar metric,
+and a few validation predictions as images (``val_predictions/<n>``). A run resumed at iteration ``s`` purges the
+events at steps ``> s`` that the interrupted run wrote after its checkpoint, so the curves continue without
+doubles.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import WriteError, _write_atomic
+from .config import ConfigError
 from .distributed import all_reduce_sum, is_distributed
 
 # Auxiliary copies of a term (``loss_ce_0`` ... for earlier decoder layers, ``loss_ce_enc``) are logged but
@@ -47,6 +54,44 @@ class JsonlLog:
             except json.JSONDecodeError:
                 continue
         return [r for r in records if isinstance(r, dict)]
+
+
+class TensorBoardLog:
+    """Scalars and images for TensorBoard in ``folder`` (see the module docstring); ``start`` > 0 resumes."""
+
+    @staticmethod
+    def check_installed() -> None:
+        """A ConfigError saying how to install TensorBoard, when it is missing (before a run writes anything)."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError as e:
+            raise ConfigError(
+                f"runtime.loggers: 'tensorboard' needs the tensorboard package ({e}); pip install \"densepred[tensorboard]\""
+            ) from e
+
+    def __init__(self, folder: str | Path, start: int = 0):
+        self.check_installed()
+        from torch.utils.tensorboard import SummaryWriter
+
+        try:
+            # the run redoes the iterations after ``start``: hide what the interrupted run logged for them
+            self.writer = SummaryWriter(str(folder), purge_step=start + 1 if start > 0 else None)
+        except OSError as e:
+            raise WriteError(folder, e) from e
+
+    def train(self, step: int, lr: float, means: dict[str, float]) -> None:
+        for key, value in {**means, "lr": lr}.items():
+            self.writer.add_scalar(f"train/{key}", value, step)
+
+    def val(self, step: int, metrics: dict, pictures=()) -> None:
+        for key, value in scalar_metrics(metrics).items():
+            self.writer.add_scalar(f"val/{key}", value, step)
+        for name, picture in pictures:
+            self.writer.add_image(f"val_predictions/{name}", picture, step, dataformats="HWC")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class LossMeter:

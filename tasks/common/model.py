@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import os
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -21,6 +22,7 @@ from backbones import build_backbone
 from .preprocess import Preprocessing
 from .pretrained import TaskWeights, check_names, convert, load_model_weights, load_strict, read_pretrained
 
+_log = logging.getLogger(__name__)
 _RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
 
 
@@ -133,30 +135,66 @@ class TaskModel(nn.Module):
     def build(cls, options, **overrides) -> "TaskModel":
         """A model from a config's model section: ``options`` is a dataclass whose fields are this class's
         constructor arguments (passed on) or named in ``options_not_passed``; any other field is a ValueError
-        naming it and the valid ones. ``weights`` (if set) initialise the whole model."""
+        naming it and the valid ones. ``weights`` (if set) initialise the whole model; weights with another class
+        count fine-tune: the class-dependent tensors keep this model's own (seeded) initialisation, with one log
+        line naming them (``from_pretrained``), and the rest load strictly."""
         params = cls.check_options(options, set_by_task=tuple(overrides))
         kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name in params}
         model = cls(**{**kwargs, **overrides})
         if getattr(options, "weights", None):
-            load_model_weights(model, cls.from_pretrained(options.weights))
+            classes = {"num_classes": model.num_classes} if model.num_classes is not None else {}
+            pretrained = cls.from_pretrained(options.weights, **classes)
+            own = model.state_dict()
+            load_model_weights(model, pretrained, keep={k: own[k] for k in pretrained.reinitialised})
         return model
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **backbone_args) -> "TaskModel":
+    def from_pretrained(cls, path: str | os.PathLike, *, backbone_args: Mapping | None = None, **kwargs) -> "TaskModel":
         """Build the architecture ``path`` describes and load its weights strictly; returns it in eval mode.
 
         ``path``: our checkpoint (``best.pth``/``last.pth`` from ``tools/train.py``: ``{"model": state_dict,
         "meta": {"task": ..., "model": config}}``), a Hugging Face model folder of a class the task's weights
         table names (``config.json`` + weights; transformers 4.x and 5.x key names), a bare state dict with a
         ``config.json`` beside it, a Hugging Face hub id, or an original release the table recognises.
-        ``backbone_args`` update the stored backbone overrides (e.g. ``layer_norm_eps=1e-6``).
+
+        ``kwargs`` are this model's constructor arguments, replacing the stored ones; an unknown one is a
+        TypeError naming the model. ``num_classes=K`` (with ``class_names=[...]``) fine-tunes to another class
+        count: the tensors whose shape depends on it (the classifier) keep the model's own initialisation, one
+        log line names them, and every other tensor loads strictly. ``backbone_args`` update the stored backbone
+        overrides (e.g. ``{"layer_norm_eps": 1e-6}``).
         """
-        return cls._load_pretrained(path, backbone_args)
+        if backbone_args is not None and not isinstance(backbone_args, Mapping):
+            raise TypeError(f"{cls.__name__}.from_pretrained: backbone_args must be a dict of build_backbone overrides, "
+                            f"got {backbone_args!r}")
+        params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                  if n not in ("self", "backbone_args", "backbone_weights") and p.kind is not p.VAR_KEYWORD]
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained: unknown keyword argument {', '.join(map(repr, unknown))}; it takes "
+                f"{cls.__name__}'s arguments ({', '.join(params)}), and backbone overrides as backbone_args={{...}}"
+            )
+        return cls._load_pretrained(path, backbone_args or {}, **kwargs)
 
     @classmethod
     def _load_pretrained(cls, path, backbone_args: Mapping, **overrides) -> "TaskModel":
         state_dict, config, local = read_pretrained(path, cls.weights_spec)
         config["backbone_args"] = {**(config.get("backbone_args") or {}), **backbone_args}
+        new_count = overrides.get("num_classes", config.get("num_classes")) != config.get("num_classes")
+        if new_count and "class_names" not in overrides:
+            overrides["class_names"] = None  # the stored names belong to the other count
         model = cls(**{**config, **overrides})
-        load_strict(model, convert(state_dict, cls.weights_spec, model), local)
+        weights = convert(state_dict, cls.weights_spec, model)
+        model.reinitialised = ()
+        if new_count:  # only num_classes differs from the stored architecture: what changes shape depends on it
+            own = model.state_dict()
+            changed = tuple(k for k, v in own.items() if k in weights.state_dict and weights.state_dict[k].shape != v.shape)
+            weights.state_dict.update({k: own[k] for k in changed})
+            model.reinitialised = changed
+            _log.warning(
+                "%s.from_pretrained(%s): %s classes in the weights, %s now: re-initialised %s (the model's own "
+                "init); every other tensor loaded", cls.__name__, local, config.get("num_classes"),
+                overrides["num_classes"], ", ".join(changed) or "nothing",
+            )
+        load_strict(model, weights, local)
         return model.eval()

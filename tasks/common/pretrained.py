@@ -202,9 +202,11 @@ def load_strict(model, weights: ConvertedWeights, source) -> None:
     model.load_state_dict(weights.state_dict, strict=False)
 
 
-def load_model_weights(model, pretrained) -> None:
-    """Initialise ``model`` from ``pretrained`` (a model of the same architecture), strictly."""
-    load_strict(model, ConvertedWeights(pretrained.state_dict(), {}, [], "ours", ""), "model.weights")
+def load_model_weights(model, pretrained, keep: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Initialise ``model`` from ``pretrained`` (a model of the same architecture), strictly; ``keep`` are
+    tensors used instead of the pretrained ones (the model's own, for class-dependent tensors)."""
+    state = {**pretrained.state_dict(), **(keep or {})}
+    load_strict(model, ConvertedWeights(state, {}, [], "ours", ""), "model.weights")
 
 
 def class_names_from_hf(cfg: Mapping, num_classes: int) -> tuple[str, ...] | None:

@@ -6,13 +6,24 @@ or start over (``restart``), which first moves the earlier run's files into
 ``<work dir>/previous/<time of its last write>/`` — nothing is deleted — or use another work dir. A resumed
 run appends to the same log; the curves drop the iterations it does again (``logs.current_run``).
 
+One run at a time: ``claim_work_dir`` takes an exclusive lock on ``<work dir>/.lock`` before the run reads or
+writes anything there (a new run, ``--resume`` and ``--restart`` alike) and holds it until the run ends; a
+second run is refused with one line naming the holder (pid and host, which the holder writes into the file).
+The lock is the kernel's (``flock``): it goes away with its process, however that process ends, so a lock left
+by a dead run never blocks, and no check-then-create race exists (``flock`` is atomic). On NFS, Linux maps
+``flock`` onto the server's byte-range locks, so runs on several machines sharing the work dir exclude each
+other too.
+
 Resuming checks the checkpoint before loading anything: an unreadable file, a weights-only ``best.pth`` and
 a model that no longer matches the config are each one ``ConfigError`` that names the file and what differs.
 """
 from __future__ import annotations
 
 import datetime
+import fcntl
 import os
+import socket
+import time
 from pathlib import Path
 
 from . import checkpoint as ckpt
@@ -24,8 +35,88 @@ RESUME_KEYS = ("optimizer", "scheduler", "scaler", "iteration", "rng")
 _SHOWN = 4  # differences listed in a message; the rest are counted
 
 
+LOCK_FILE = ".lock"
+
+
 class RunExistsError(ConfigError):
     """The work dir holds a run and the caller asked for neither resume nor restart."""
+
+
+class WorkDirBusy(ConfigError):
+    """Another live process holds the work dir's lock."""
+
+
+class WorkDirLock:
+    """The held lock of a work dir (``claim_work_dir``); ``release()`` (or the end of the process) frees it."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self._fd = path, fd
+
+    def release(self) -> None:
+        """Delete the lock file, then unlock: a process that opened the file meanwhile finds its lock on a deleted
+        file and tries again (``claim_work_dir``), so the folder is left as the run found it."""
+        if self._fd is not None:
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass  # the lock itself still goes with the descriptor
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def claim_work_dir(work_dir: str | Path) -> WorkDirLock:
+    """Create ``work_dir`` if needed and lock it for this process. ``WorkDirBusy`` (naming the holder's pid and
+    host) when a live run holds it; a ``checkpoint.WriteError`` naming the path and the reason when the folder
+    cannot be created or written (a path that is a file, a read-only file system, ``/sys``). The other run's
+    files, including the lock file's content, are left as they are."""
+    work_dir = Path(work_dir)
+    path = work_dir / LOCK_FILE
+    while True:
+        try:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ckpt.WriteError(e.filename or work_dir, e) from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_file(fd, path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+                return WorkDirLock(path, fd)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise WorkDirBusy(
+                f"{work_dir} is in use by another run ({holder}); wait for it to end, stop it, or choose another "
+                "--work-dir"
+            ) from None
+        except OSError as e:
+            os.close(fd)
+            raise ckpt.WriteError(path, e) from e
+        os.close(fd)  # the holder deleted the file between our open and our lock: lock the new one
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _read_holder(fd: int, wait: float = 1.0) -> str:
+    """The holder's ``pid N on host H``; it writes that just after locking, so wait a moment for it."""
+    deadline = time.monotonic() + wait
+    while True:
+        text = os.pread(fd, 256, 0).decode(errors="replace").strip()
+        if text or time.monotonic() > deadline:
+            return text or "a process that has not written its pid yet"
+        time.sleep(0.02)
 
 
 def check_new_run(work_dir: str | Path, restart: bool) -> None:
@@ -52,9 +143,12 @@ def archive_run(work_dir: str | Path) -> Path | None:
     target, n = work_dir / "previous" / stamp, 1
     while target.exists():
         target, n = work_dir / "previous" / f"{stamp}_{n}", n + 1
-    target.mkdir(parents=True)
-    for f in files:
-        os.replace(f, target / f.name)  # same file system: a rename, nothing is copied
+    try:
+        target.mkdir(parents=True)
+        for f in files:
+            os.replace(f, target / f.name)  # same file system: a rename, nothing is copied
+    except OSError as e:
+        raise ckpt.WriteError(e.filename or target, e) from e
     return target
 
 

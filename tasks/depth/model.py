@@ -67,8 +67,9 @@ class GLPN(TaskModel):
         return predict_depth(self, image, flip=flip, mean=p.mean, std=p.std)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, max_depth: float | None = None, **backbone_args) -> "GLPN":
+    def from_pretrained(cls, path: str | os.PathLike, *, max_depth: float | None = None,
+                        backbone_args: Mapping | None = None, **kwargs) -> "GLPN":
         """As ``TaskModel.from_pretrained``; ``max_depth`` replaces the stored one (an original GLPDepth
         checkpoint does not store it: 10 (NYU) unless given, 80 for the KITTI checkpoint)."""
         overrides = {} if max_depth is None else {"max_depth": max_depth}
-        return cls._load_pretrained(path, backbone_args, **overrides)
+        return super().from_pretrained(path, backbone_args=backbone_args, **overrides, **kwargs)

@@ -4,9 +4,12 @@ A sample is ``{"image": uint8 [H, W, 3] RGB, "boxes": float32 [N, 4] xyxy pixels
 "image_id": int, "orig_size": (H, W)}``, then ``transforms(sample)`` if given. Targets are built as
 Deformable-DETR's ``ConvertCocoPolysToMask`` does: crowd annotations dropped (``remove_crowd``; they still act
 as ignore regions in ``CocoEvaluator``, which reads the json), ``[x, y, w, h]`` -> xyxy clipped to the image,
-boxes with no area dropped. Labels are the raw ``category_id``s, so the classifier needs
-``num_classes = max id + 1`` logits (91 for COCO, whose ids run 1..90 with gaps); an image with no box is
-a sample with ``N = 0``. ``dataset[(index, seed)]`` seeds ``sample["rng"]`` with
+boxes with no area dropped. Labels follow the model's class count (``class_ids``): with ``num_classes`` above
+the largest category id they are the raw ``category_id``s (COCO's convention: 91 logits for ids 1..90 with gaps,
+what the published checkpoints have); with ``num_classes`` equal to the number of categories they are the
+categories' positions in id order (your own json with ids 3 / 17 / 42 trains with ``num_classes=3``, and
+evaluation maps the class indices back to the ids); any other count is a ``ConfigError`` that says which counts
+fit. An image with no box is a sample with ``N = 0``. ``dataset[(index, seed)]`` seeds ``sample["rng"]`` with
 ``np.random.default_rng(seed)`` for the transforms (``dataset[index]``: unseeded); the ``rng`` is removed
 before the sample is returned.
 
@@ -30,6 +33,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from tasks.common.config import ConfigError
 from tasks.common.images import read_image
 from tasks.common.transforms import SeededDataset
 
@@ -99,15 +103,34 @@ def coco_targets(annotations: Sequence[dict], height: int, width: int, remove_cr
     return boxes[keep], labels[keep]
 
 
+def class_ids(categories: dict[int, str], num_classes: int, source) -> tuple[int, ...] | None:
+    """The category id of each class index of a ``num_classes`` model on a dataset with ``categories``
+    (``{id: name}``): None when the class indices are the ids themselves (``num_classes`` > the largest id), the
+    sorted ids when there is one class per category; otherwise a ``ConfigError`` naming the counts that fit."""
+    ids = tuple(sorted(categories))
+    if num_classes > ids[-1]:
+        return None
+    if num_classes == len(ids):
+        return ids
+    shown = ", ".join(map(str, ids[:8])) + (f", ... ({len(ids)} in all)" if len(ids) > 8 else "")
+    raise ConfigError(
+        f"model.num_classes={num_classes} does not fit {source}: its categories have ids {shown}; use "
+        f"model.num_classes={len(ids)} (one class per category, in id order) or {ids[-1] + 1} (the ids themselves, "
+        "COCO's convention)"
+    )
+
+
 class CocoDetection(SeededDataset, Dataset):
     """``images_dir/<file_name>`` for every image of ``ann_file`` (sorted by id), targets from its annotations.
 
+    ``num_classes``: the model's class count, which decides the labels (``class_ids``); None: the raw ids.
     Attributes: ``coco`` (the pycocotools ``COCO``, e.g. for ``CocoEvaluator``), ``image_ids``,
-    ``categories`` (``{id: name}``) and ``num_classes`` (``max id + 1``).
+    ``categories`` (``{id: name}``), ``class_ids`` (the id of each label, or None for raw ids) and
+    ``num_classes`` (``max id + 1`` when the labels are raw ids, else the number of categories).
     """
 
     def __init__(self, images_dir: Union[str, Path], ann_file: Union[str, Path], transforms: Optional[Transform] = None,
-                 remove_crowd: bool = True):
+                 remove_crowd: bool = True, num_classes: Optional[int] = None):
         images_dir, ann_file = Path(images_dir), Path(ann_file)
         if not ann_file.is_file():
             raise FileNotFoundError(f"CocoDetection: annotation file {ann_file} does not exist")
@@ -122,7 +145,9 @@ class CocoDetection(SeededDataset, Dataset):
         unknown = {a["category_id"] for a in self.coco.dataset.get("annotations", [])} - set(self.categories)
         if unknown:
             raise ValueError(f"CocoDetection: {ann_file} has annotations with category ids {sorted(unknown)} not in its categories")
-        self.num_classes = max(self.categories) + 1
+        self.class_ids = None if num_classes is None else class_ids(self.categories, num_classes, ann_file)
+        self._label_of = {c: i for i, c in enumerate(self.class_ids or ())}
+        self.num_classes = max(self.categories) + 1 if self.class_ids is None else len(self.class_ids)
         self.images_dir, self.ann_file = images_dir, ann_file
         self.image_ids = sorted(self.coco.imgs)
         self.transforms = transforms
@@ -157,6 +182,8 @@ class CocoDetection(SeededDataset, Dataset):
             )
         annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
         boxes, labels = coco_targets(annotations, height, width, self.remove_crowd)
+        if self.class_ids is not None:
+            labels = np.array([self._label_of[c] for c in labels.tolist()], dtype=np.int64)
         return {"image": image, "boxes": boxes, "labels": labels, "image_id": int(image_id), "orig_size": (height, width)}
 
 

@@ -4,7 +4,7 @@
 ids}})`` stores each image's detections (as float64 ``[N, 6]`` rows ``x, y, w, h, score, category``);
 ``compute()`` gathers them from every rank, builds the results ``COCO`` object the way ``COCO.loadRes``
 does for boxes (``area = w·h``, ``iscrowd = 0``, ids in order) and runs ``evaluate``, ``accumulate``,
-``summarize``. Rules (DETR's, made explicit):
+``summarize``; ``per_class`` then holds each category's AP. Rules (DETR's, made explicit):
 
 - Only images passed to ``update`` are evaluated (``params.imgIds``), so an image without detections
   must still be passed, with empty tensors: its ground truth then counts as missed. Evaluating a
@@ -104,6 +104,7 @@ class CocoEvaluator:
         self._gt_image_ids = set(coco_gt.getImgIds())
         self.summary = ""
         self.log = ""
+        self.per_class: dict[int, float] = {}  # after compute(): AP of each ground-truth category id
         self.reset()
 
     def reset(self) -> None:
@@ -174,8 +175,20 @@ class CocoEvaluator:
             coco_eval.accumulate()
         with contextlib.redirect_stdout(summary):
             coco_eval.summarize()
+        self.per_class = _per_class_ap(coco_eval)
         self.summary = summary.getvalue()
         self.log = log.getvalue() + self.summary
         if self.verbose:
             print(self.log, end="")
         return {name: float(value) for name, value in zip(STAT_NAMES, coco_eval.stats)}
+
+
+def _per_class_ap(coco_eval: COCOeval) -> dict[int, float]:
+    """AP (IoU 0.50:0.95, all areas, 100 detections) of each category: COCOeval's precision table averaged over
+    IoU thresholds and recall points where defined, as ``summarize`` does for the mean; NaN without ground truth."""
+    precision = coco_eval.eval["precision"][:, :, :, 0, -1]  # [T, R, K]
+    out = {}
+    for k, category in enumerate(coco_eval.params.catIds):
+        p = precision[:, :, k]
+        out[int(category)] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
+    return out

@@ -10,7 +10,7 @@ from tasks.common.distributed import rank0_first
 from tasks.common.preprocess import Preprocessing
 from tasks.common.task import Task, check_min_size
 
-from .datasets import CocoDetection
+from .datasets import CocoDetection, class_ids
 from .evaluator import CocoEvaluator
 from .losses import SetCriterion, weighted_total
 from .matcher import HungarianMatcher
@@ -38,9 +38,10 @@ class DetectionTask(Task):
         self.categories: dict[int, str] | None = None  # {category id: name}, read with the validation set
 
     def build_model(self) -> DeformableDETR:
-        names = None
-        if self.categories is not None and max(self.categories) < self.cfg.model.num_classes:
-            names = tuple(self.categories.get(i, "N/A") for i in range(self.cfg.model.num_classes))
+        names, k = None, self.cfg.model.num_classes
+        if self.categories is not None:
+            ids = class_ids(self.categories, k, self.val_ann)
+            names = tuple(self.categories.get(i, "N/A") for i in (range(k) if ids is None else ids))
         return DeformableDETR.build(self.cfg.model, preprocessing=self.preprocessing(), class_names=names)
 
     def preprocessing(self) -> Preprocessing:
@@ -58,15 +59,19 @@ class DetectionTask(Task):
         return DeformableDETR.from_pretrained(path)
 
     def _dataset(self, split: str, transforms) -> CocoDetection:
+        """The training labels follow ``model.num_classes`` (``datasets.class_ids``: a count that fits neither the
+        ids nor the categories stops here, before the first step); evaluation maps the model's own classes."""
         data = self.cfg.data
+        num_classes = self.cfg.model.num_classes if split == "train" else None
         try:
             if isinstance(data, ToyData):
                 kwargs = dict(num_train=data.num_train, num_val=data.num_val, size=tuple(data.size), seed=data.seed)
                 root = rank0_first(ensure_toy_dataset, data.root, **kwargs)  # rank 0 writes the data once
                 name = "train2017" if split == "train" else "val2017"
-                return CocoDetection(root / name, root / "annotations" / f"instances_{name}.json", transforms)
+                return CocoDetection(root / name, root / "annotations" / f"instances_{name}.json", transforms,
+                                     num_classes=num_classes)
             images, ann = (data.train_images, data.train_ann) if split == "train" else (data.val_images, data.val_ann)
-            return CocoDetection(Path(data.root) / images, Path(data.root) / ann, transforms)
+            return CocoDetection(Path(data.root) / images, Path(data.root) / ann, transforms, num_classes=num_classes)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e} ({_TOY_HINT})") from e
 
@@ -77,7 +82,7 @@ class DetectionTask(Task):
     def val_dataset(self):
         p = self.eval_preprocessing()  # the evaluated model's: short side, long-side cap, mean, std
         dataset = self._dataset("val", test_pipeline(p.size[0], p.size[1], mean=p.mean, std=p.std))
-        self.coco_gt, self.categories = dataset.coco, dataset.categories
+        self.coco_gt, self.categories, self.val_ann = dataset.coco, dataset.categories, dataset.ann_file
         return dataset
 
     def collate(self, samples: list[dict]) -> dict:
@@ -109,14 +114,28 @@ class DetectionTask(Task):
         return self.cfg.data.val_batch_size
 
     def evaluate(self, model, loader, device) -> dict:
-        """COCO bbox AP on boxes in original-image pixels (top-100 over queries x classes)."""
+        """COCO bbox AP on boxes in original-image pixels (top-100 over queries x classes), the model's class
+        indices mapped to category ids (``datasets.class_ids``); ``per_class_AP`` lists each category's AP in id
+        order."""
+        ids = class_ids(self.categories, getattr(model, "module", model).num_classes, self.val_ann)
+        to_id = torch.tensor(ids, device=device) if ids is not None else None
         evaluator = CocoEvaluator(self.coco_gt)
         for batch in loader:
             outputs = model(batch["image"].to(device), batch["pixel_mask"].to(device))
             sizes = torch.tensor([m["orig_size"] for m in batch["meta"]], device=device)
             results = post_process(outputs, sizes)
+            if to_id is not None:
+                results = [{**r, "labels": to_id[r["labels"]]} for r in results]
             evaluator.update({m["image_id"]: r for m, r in zip(batch["meta"], results)})
-        return evaluator.compute()
+        metrics = evaluator.compute()
+        return {**metrics, "per_class_AP": [evaluator.per_class.get(c, float("nan")) for c in sorted(self.categories)]}
 
     def metrics_table(self, metrics: dict) -> str:
-        return "\n".join([" ".join(f"{k:>6}" for k in STATS), " ".join(f"{metrics[k]:>6.3f}" for k in STATS)])
+        lines = [" ".join(f"{k:>6}" for k in STATS), " ".join(f"{metrics[k]:>6.3f}" for k in STATS)]
+        per_class = metrics.get("per_class_AP")
+        if per_class is not None and self.categories is not None and len(per_class) == len(self.categories):
+            names = [self.categories[c] for c in sorted(self.categories)]
+            width = max(len("class"), *map(len, names))
+            lines += ["", f"{'class':<{width}}  {'id':>4}  {'AP':>6}"]
+            lines += [f"{n:<{width}}  {c:>4}  {ap:>6.3f}" for n, c, ap in zip(names, sorted(self.categories), per_class)]
+        return "\n".join(lines)

@@ -138,3 +138,60 @@ def test_infer_cli_exit_code_and_error_line(tmp_path):
     result = subprocess.run([*cmd[:2], str(tmp_path / "missing.pth"), str(paths[0])], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 2 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("orientation, turn", [(6, cv2.ROTATE_90_CLOCKWISE), (3, cv2.ROTATE_180),
+                                               (8, cv2.ROTATE_90_COUNTERCLOCKWISE)])
+def test_exif_rotated_photo_gives_the_picture_of_the_upright_photo(tmp_path, orientation, turn):
+    """A phone photo stored sideways with an EXIF orientation tag, and the same photo turned upright (its decoded
+    pixels, turned, saved losslessly): infer_images draws the same picture for both. Datasets keep the stored
+    pixels (COCO's boxes are in them)."""
+    from PIL import Image
+
+    from tasks.common.images import read_image
+
+    (tmp_path / "in").mkdir()
+    phone = tmp_path / "in" / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(_image(64, 96)).save(phone, quality=95, exif=exif)
+    stored = read_image(phone)
+    assert stored.shape == (64, 96, 3)  # what datasets see
+    upright = cv2.rotate(stored, turn)
+    cv2.imwrite(str(tmp_path / "in" / "upright.png"), cv2.cvtColor(upright, cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(read_image(phone, exif=True), upright)
+
+    written, failures = infer_images(perturb(_models()["segmentation"]), [tmp_path / "in"], tmp_path / "out")  # a folder
+    assert not failures and sorted(p.name for p in written) == ["phone.png", "upright.png"]
+    a, b = (cv2.imread(str(tmp_path / "out" / n), cv2.IMREAD_UNCHANGED) for n in ("phone.png", "upright.png"))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_infer_cli_takes_a_folder(tmp_path):
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "in" / f"{i}.png"), _image(64, 80, seed=i))
+    (tmp_path / "empty").mkdir()
+    model = perturb(_models()["segmentation"])
+    torch.save({"model": model.state_dict(), "meta": {"task": "segmentation", "model": model.config}}, tmp_path / "m.pth")
+    cmd = [sys.executable, str(ROOT / "tools" / "infer.py"), str(tmp_path / "m.pth")]
+    result = subprocess.run([*cmd, str(tmp_path / "in"), "--out", str(tmp_path / "out")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["0.png", "1.png"]
+    result = subprocess.run([*cmd, str(tmp_path / "empty")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr == f"error: the folder {tmp_path / 'empty'} holds no images " \
+        "(.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp)\n"
+
+
+def test_no_message_suggests_weights_only_false(tmp_path):
+    from backbones.weights import load_torch_file
+    from tasks.common import checkpoint
+
+    path = tmp_path / "random.pth"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    for read in (load_torch_file, checkpoint.load, checkpoint_task):
+        with pytest.raises(ValueError) as info:
+            read(path)
+        assert "weights_only=False" not in str(info.value) and "weights_only` set to `False" not in str(info.value)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)

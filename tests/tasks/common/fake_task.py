@@ -27,6 +27,7 @@ class FakeData:
     size: int = 48
     batch_size: int = 4
     num_workers: int = 0
+    bad_file: str = ""  # while this file holds "bad", training sample 5 "is" this file and cannot be read
 
 
 class Net(nn.Module):
@@ -43,16 +44,18 @@ class Net(nn.Module):
 class Points(Dataset):
     """x: random images; y: their mean. Training samples get noise from their own augmentation seed."""
 
-    def __init__(self, size: int, train: bool):
+    def __init__(self, size: int, train: bool, bad_file: str = ""):
         g = torch.Generator().manual_seed(1 if train else 2)
         self.x = torch.randn(size, 3, 8, 8, generator=g)
-        self.train = train
+        self.train, self.bad_file = train, bad_file
 
     def __len__(self):
         return len(self.x)
 
     def __getitem__(self, key):
         index, seed = key if self.train else (key, None)
+        if index == 5 and self.bad_file and open(self.bad_file).read() == "bad":
+            raise ValueError(f"mask file {self.bad_file} holds label 7, outside the classes 0-3")
         x = self.x[index]
         if seed is not None:
             x = x + 0.1 * torch.from_numpy(np.random.default_rng(seed).standard_normal(x.shape).astype("float32"))
@@ -77,7 +80,7 @@ class FakeTask(Task):
         return model
 
     def train_dataset(self):
-        return Points(self.cfg.data.size, train=True)
+        return Points(self.cfg.data.size, train=True, bad_file=self.cfg.data.bad_file)
 
     def val_dataset(self):
         return Points(self.cfg.data.size // 2, train=False)
@@ -119,13 +122,21 @@ def fake_config(max_iters=12, **schedule) -> Config:
 
 
 if __name__ == "__main__":  # python fake_task.py WORK_DIR MAX_ITERS [--resume] [KEY=VALUE ...]
-    from tasks.common.config import apply_options
+    import os
+
+    from tasks.common.config import ConfigError, apply_options
     from tasks.common.distributed import cleanup
     from tasks.common.engine import fit
 
     work_dir, max_iters, *rest = sys.argv[1:]
     resume = "--resume" in rest
     cfg = apply_options(fake_config(int(max_iters)), [r for r in rest if r != "--resume"])
-    result = fit(FakeTask(cfg), cfg, work_dir, resume=f"{work_dir}/last.pth" if resume else None)
+    if "START_AT" in os.environ:  # start at this wall-clock time, e.g. together with another process
+        time.sleep(max(0.0, float(os.environ["START_AT"]) - time.time()))
+    try:
+        result = fit(FakeTask(cfg), cfg, work_dir, resume=f"{work_dir}/last.pth" if resume else None)
+    except ConfigError as e:  # as tools/train.py reports it
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     cleanup()
     sys.exit(130 if result["stopped"] else 0)

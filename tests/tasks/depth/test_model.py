@@ -27,7 +27,7 @@ def _save_ours(path, state, config, task="depth"):
 def test_our_checkpoint_round_trip(tmp_path):
     model = perturb(GLPN("mit_b0", max_depth=80.0, decoder_dim=32))
     _save_ours(tmp_path / "c.pth", model.state_dict(), model.config)
-    loaded = GLPN.from_pretrained(tmp_path / "c.pth", grad_checkpointing=True)
+    loaded = GLPN.from_pretrained(tmp_path / "c.pth", backbone_args={"grad_checkpointing": True})
     assert loaded.config == {**model.config, "backbone_args": {"grad_checkpointing": True}}
     assert loaded.max_depth == 80.0
     assert_same_depth(loaded, model, torch.rand(1, 3, 64, 96))

@@ -42,7 +42,7 @@ def test_bare_weights_with_config_beside(tmp_path):
 
 def test_eps_override(tmp_path):
     _hf(tmp_path)
-    model = GLPN.from_pretrained(tmp_path, layer_norm_eps=1e-6)  # the eps GLPDepth trained the MiT with
+    model = GLPN.from_pretrained(tmp_path, backbone_args={"layer_norm_eps": 1e-6})  # the eps GLPDepth trained the MiT with
     assert model.config["backbone_args"]["layer_norm_eps"] == 1e-6
     assert model.backbone.stage1.norm.eps == 1e-6 and model.backbone.stage1.patch_embed.norm.eps == 1e-5
 

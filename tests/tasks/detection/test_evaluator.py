@@ -175,3 +175,27 @@ def test_distributed_compute_equals_single_process(tmp_path):
     expected = single.compute()
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected
+
+
+def test_per_class_ap_equals_pycocotools_one_category_at_a_time(coco_gt):
+    evaluator = CocoEvaluator(coco_gt)
+    evaluator.update(oracle_predictions())
+    stats = evaluator.compute()
+    results = coco_gt.loadRes(str(RESULTS_FILE))
+    checked = 0
+    for category in sorted(coco_gt.getCatIds())[:12]:
+        coco_eval = COCOeval(coco_gt, results, iouType="bbox")
+        coco_eval.params.catIds = [category]
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        expected = coco_eval.stats[0]
+        if expected == -1:  # no ground truth of this category
+            assert np.isnan(evaluator.per_class[category])
+        else:
+            assert evaluator.per_class[category] == pytest.approx(expected, abs=1e-12)
+            checked += 1
+    assert checked >= 5
+    valid = [v for v in evaluator.per_class.values() if not np.isnan(v)]
+    assert np.mean(valid) == pytest.approx(stats["AP"], abs=1e-12)  # every category weighs the same in AP

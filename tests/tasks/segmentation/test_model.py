@@ -19,7 +19,7 @@ def _save_ours(path, state, config, task="segmentation"):
 def test_our_checkpoint_round_trip(tmp_path):
     model = perturb(SegFormer("mit_b0", num_classes=4, class_names=["a", "b", "c", "d"]))
     _save_ours(tmp_path / "c.pth", model.state_dict(), model.config)
-    loaded = SegFormer.from_pretrained(tmp_path / "c.pth", grad_checkpointing=True)
+    loaded = SegFormer.from_pretrained(tmp_path / "c.pth", backbone_args={"grad_checkpointing": True})
     assert loaded.config == {**model.config, "backbone_args": {"grad_checkpointing": True}}
     assert loaded.class_names == ("a", "b", "c", "d")
     assert_same_logits(loaded, model, torch.randn(1, 3, 64, 96), atol=0.0)

@@ -62,7 +62,7 @@ def test_hf_architecture_overrides_and_class_names(tmp_path):
     assert_same_logits(ours, ref, torch.randn(1, 3, 64, 80))
 
     # The caller's backbone_args win: the eps the MiT weights were trained with changes the outputs.
-    mmseg_eps = SegFormer.from_pretrained(tmp_path, layer_norm_eps=1e-6)
+    mmseg_eps = SegFormer.from_pretrained(tmp_path, backbone_args={"layer_norm_eps": 1e-6})
     assert mmseg_eps.config["backbone_args"]["layer_norm_eps"] == 1e-6
     assert mmseg_eps.backbone.stage1.norm.eps == 1e-6 and mmseg_eps.backbone.stage1.patch_embed.norm.eps == 1e-5
 
