@@ -80,7 +80,7 @@ class PanopticSegFormer(TaskModel):
         super().__init__(backbone, out_features=tuple(backbone_stages), backbone_args=backbone_args,
                          backbone_weights=backbone_weights, preprocessing=preprocessing)
         total = num_things_classes + num_stuff_classes
-        self.num_things_classes, self.num_stuff_classes, self.num_classes = num_things_classes, num_stuff_classes, total
+        self.num_things_classes, self.num_stuff_classes = num_things_classes, num_stuff_classes
         self.class_names = check_names(class_names, total, "PanopticSegFormer")
         ids = tuple(range(1, total + 1)) if category_ids is None else tuple(int(i) for i in category_ids)
         if len(ids) != total or len(set(ids)) != total or min(ids) < 1:
@@ -99,6 +99,7 @@ class PanopticSegFormer(TaskModel):
         self._set_config(num_things_classes=num_things_classes, num_stuff_classes=num_stuff_classes, **arch,
                          backbone_stages=tuple(self.backbone.out_features), class_names=self.class_names,
                          category_ids=ids, merge=dict(vars(self.merge_options)))
+        self.num_classes = total  # after _set_config: the config names the thing and stuff counts instead
 
     @property
     def isthing(self) -> tuple[bool, ...]:
