@@ -99,6 +99,14 @@ def config_from_release(state_dict: Mapping, meta) -> dict:
     )
 
 
+def finish(out: dict, origin: dict, model) -> None:
+    """mmdet's ResNet saves BatchNorm's ``num_batches_tracked`` counters; the authors' frozen BN (ours:
+    ``FrozenBatchNorm2d``) has none, and a counter is no weight: drop those the model lacks."""
+    have = model.state_dict()
+    for key in [k for k in out if k.endswith(".num_batches_tracked") and k not in have]:
+        del out[key], origin[key]
+
+
 def _no_hf_config(cfg: Mapping, source) -> dict:
     raise ValueError(f"{source}: Hugging Face has no Panoptic SegFormer class; expected our checkpoint or the authors' release")
 
@@ -112,6 +120,7 @@ WEIGHTS = TaskWeights(
     originals=(OriginalFormat("an authors' Panoptic SegFormer release (zhiqi-li/Panoptic-SegFormer, mmcv)",
                               is_authors_release, config_from_release),),
     unused=UNUSED,
+    finish=finish,
 )
 
 
