@@ -11,6 +11,7 @@ matches its unpadded result only approximately. Evaluation and ``predict`` run o
 """
 from __future__ import annotations
 
+import copy
 import os
 from typing import Callable, Mapping, Sequence
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from heads.deformable_detr.ms_deform_attn import MSDeformAttn
+from heads.deformable_detr.ms_deform_attn import MSDeformAttn, set_sampler
 from heads.panoptic_segformer import PanopticSegFormerHead
 from tasks.common.model import TaskModel
 from tasks.common.preprocess import Preprocessing
@@ -27,6 +28,9 @@ from tasks.detection.model import _image_sizes
 
 from .postprocess import MergeOptions, post_process
 from .weights import RESNET50_ARGS, WEIGHTS
+
+# The exported graph's outputs (what tasks.panoptic's TaskSpec declares), in export_forward's order.
+EXPORT_OUTPUTS = ("pred_logits", "pred_boxes", "thing_masks", "stuff_masks", "stuff_logits")
 
 
 class PanopticSegFormer(TaskModel):
@@ -125,16 +129,37 @@ class PanopticSegFormer(TaskModel):
         return post_process(outputs, image_sizes, output_sizes, input_size, self.num_things_classes,
                             self.category_ids, self.merge_options)
 
+    def export_forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The network up to the merging, unpadded, every query decoded: ``EXPORT_OUTPUTS`` in order
+        (``pred_logits[B, Q, T]``, ``pred_boxes[B, Q, 4]``, ``thing_masks[B, Q, H/8, W/8]``,
+        ``stuff_masks[B, S, H/8, W/8]``, ``stuff_logits[B, S]``); ``predict`` merges them the same either way."""
+        sources = self.head.project(self.features(pixel_values))
+        out = self.head(sources, [s.new_zeros(s.shape[0], *s.shape[-2:], dtype=torch.bool) for s in sources])
+        return tuple(out[name] for name in EXPORT_OUTPUTS)
+
+    def for_export(self, sampler: str | None = None) -> "PanopticSegFormer":
+        """A copy whose deformable attention samples with ``sampler`` (default ``"grid_sample"``, the reference;
+        ``"gather"``: no GridSample)."""
+        return set_sampler(copy.deepcopy(self), sampler or "grid_sample")
+
     def predict(self, image: np.ndarray) -> dict:
         """``{"panoptic": int32 [H, W] segment ids (0 = VOID), "segments": [{"id", "category_id", "isthing",
-        "score"}]}`` for ``image[H, W, 3]`` uint8 RGB, at the image's size (``category_id``: ``category_ids``)."""
+        "score"}]}`` for ``image[H, W, 3]`` uint8 RGB, at the image's size (``category_id``: ``category_ids``).
+
+        Runs on anything whose call returns this model's outputs by name (an ONNX Runtime session of the exported
+        network too): the merging settings come from the model's config."""
         x = self.preprocessing(image).to(self.device)
+        config = getattr(self, "config", None) or self.info["config"]
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                size = tuple(x.shape[-2:])
-                panoptic, segments = self.post_process(self(x), [size], [image.shape[:2]], size)[0]
+                outputs = self(x)
         finally:
             self.train(was_training)
+        size = tuple(x.shape[-2:])
+        things = config["num_things_classes"]
+        category_ids = config.get("category_ids") or tuple(range(1, things + config["num_stuff_classes"] + 1))
+        panoptic, segments = post_process(outputs, [size], [image.shape[:2]], size, things, category_ids,
+                                          MergeOptions(**(config.get("merge") or {})))[0]
         return {"panoptic": panoptic.cpu().numpy(), "segments": segments}
