@@ -1,0 +1,1 @@
+"""Panoptic segmentation: Panoptic SegFormer on any registered backbone, COCO panoptic data, PQ."""
