@@ -34,7 +34,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import cv2
 import numpy as np
