@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import hashlib
 import io
 import json
 import sys
@@ -359,6 +360,18 @@ def error_cases(root) -> dict:
     return out
 
 
+def fingerprint(paths) -> str:
+    """SHA-256 of a case's content (both jsons and the decoded PNG ids), so a change in how the cases are drawn
+    (e.g. numpy's random streams) shows as "the cases changed" rather than as a PQ mismatch."""
+    gt_json, pred_json, gt_folder, pred_folder = map(Path, paths)
+    digest = hashlib.sha256()
+    for document, folder in ((gt_json, gt_folder), (pred_json, pred_folder)):
+        digest.update(document.read_bytes())
+        for ann in json.loads(document.read_text())["annotations"]:
+            digest.update(rgb2id(np.array(Image.open(folder / ann["file_name"]))).tobytes())
+    return digest.hexdigest()
+
+
 def _plain(results):
     """panopticapi's results with numpy scalars as Python numbers and ids as strings (JSON)."""
     out = {}
@@ -378,11 +391,12 @@ def main(argv=None):
     sys.path.insert(0, args.panopticapi)
     from panopticapi.evaluation import pq_compute as official  # noqa: E402  (the reference, not a dependency)
     import tempfile
-    golden = {"cases": {}, "errors": {}}
+    golden = {"cases": {}, "errors": {}, "fingerprints": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, paths in write_cases(Path(tmp) / "cases").items():
             with contextlib.redirect_stdout(io.StringIO()):
                 golden["cases"][name] = _plain(official(*map(str, paths)))
+            golden["fingerprints"][name] = fingerprint(paths)
         for name, paths in error_cases(Path(tmp) / "errors").items():
             try:
                 with contextlib.redirect_stdout(io.StringIO()):

@@ -16,7 +16,7 @@ from tasks.panoptic.evaluator import (
     METRIC_NAMES, PanopticPredictionWriter, PanopticQuality, id2rgb, metrics_table, pq_compute, read_panoptic_png,
     rgb2id,
 )
-from tests.tasks.panoptic.make_pq_cases import HAND_CATEGORIES, error_cases, write_cases
+from tests.tasks.panoptic.make_pq_cases import HAND_CATEGORIES, error_cases, fingerprint, write_cases
 
 GOLDEN = json.loads((Path(__file__).resolve().parents[2] / "data" / "panoptic_pq_golden" / "golden.json").read_text())
 TOLERANCE = 1e-12  # sums of IoUs are added in another order than panopticapi's worker processes add them
@@ -42,6 +42,8 @@ def assert_results_equal(ours: dict, reference: dict) -> None:
 
 def test_golden_file_covers_every_case(cases):
     assert set(cases) == set(GOLDEN["cases"])
+    changed = [name for name, paths in cases.items() if fingerprint(paths) != GOLDEN["fingerprints"][name]]
+    assert not changed, f"the cases are no longer those panopticapi evaluated (regenerate golden.json): {changed}"
     assert len(cases) >= 50
     assert sum(name.startswith("sample/") for name in cases) >= 35
 
