@@ -6,8 +6,8 @@ segment ids ``R + 256·G + 256²·B``, 0 = VOID) and returns what panopticapi re
     {"All" | "Things" | "Stuff": {"pq", "sq", "rq", "n"}, "per_class": {category_id: {"pq", "sq", "rq"}}}
 
 ``PanopticQuality(categories)`` is the engine's evaluator: ``update`` takes one image's maps and segment lists in
-memory (no PNG is written), its per-category sums (``stats``: TP, FP, FN, ΣIoU) are one float64 tensor that
-``compute()`` sums over processes, and ``results()`` gives the structure above, ``compute()`` the flat
+memory (no PNG is written), its per-category sums (``stats``: TP, FP, FN, ΣIoU) are one float64 ``[4, K]`` array
+that ``results()`` and ``compute()`` sum over processes (``all_reduce_sum``), and ``results()`` gives the structure above, ``compute()`` the flat
 ``metrics`` (``PQ``, ``SQ``, ``RQ``, ``PQ_th``, ... as fractions). Both paths run one per-image rule
 (``image_stats``), panopticapi's, step for step:
 
@@ -25,7 +25,7 @@ memory (no PNG is written), its per-category sums (``stats``: TP, FP, FN, ΣIoU)
   difference: where no class of a group occurs, panopticapi divides by zero; here that group is NaN.
 
 Float sums are in panopticapi's order within an image; across images (and panopticapi's worker processes) the
-order of additions may differ, so ΣIoU can differ in the last bit (≤ 1e-15 relative).
+order of additions may differ, so ΣIoU can differ in the last bit (at most 2.2e-16 on the 52 golden cases).
 """
 from __future__ import annotations
 
