@@ -14,13 +14,15 @@ from .depth.model import GLPN
 from .depth.task import DepthTask
 from .detection.model import DeformableDETR
 from .detection.task import DetectionTask
+from .panoptic.model import PanopticSegFormer
+from .panoptic.task import PanopticTask
 from .segmentation.model import SegFormer
 from .segmentation.task import SegmentationTask
 
 TASKS = {"segmentation": SegmentationTask, "depth": DepthTask, "detection": DetectionTask,
-         "classification": ClassificationTask}
+         "classification": ClassificationTask, "panoptic": PanopticTask}
 TASK_MODELS = {"segmentation": SegFormer, "depth": GLPN, "detection": DeformableDETR,
-               "classification": ImageClassifier}
+               "classification": ImageClassifier, "panoptic": PanopticSegFormer}
 
 
 def get_task(cfg):

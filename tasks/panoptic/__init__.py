@@ -1,4 +1,4 @@
-"""Panoptic segmentation: Panoptic SegFormer on any registered backbone, COCO-panoptic data, PQ evaluation."""
+"""Panoptic segmentation: Panoptic SegFormer on any registered backbone, COCO panoptic data, PQ."""
 from .losses import PanopticCriterion
 from .matcher import MaskHungarianMatcher, QueryFilter
 from .model import PanopticSegFormer
