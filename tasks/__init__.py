@@ -1,74 +1,74 @@
 """Task models, losses, datasets and evaluators built on ``backbones`` and ``heads``.
 
-``TASKS`` maps a config's ``task`` to the class the training engine drives (``tasks.common.task.Task``);
-``TASK_MODELS`` maps it to the model class; ``load_pretrained(path)`` builds the model of any checkpoint.
+A task is one package that declares a ``TaskSpec`` and registers it (``tasks.common.registry``); this file
+imports each package, one line per task, and looks everything up in the registry: ``get_task(cfg)`` (the
+engine's task object), ``get_task_spec(name)``, ``list_tasks()``, ``load_pretrained(path)`` (the model of any
+checkpoint, folder or hub id).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping
 
-from .classification.model import ImageClassifier
-from .classification.task import ClassificationTask
-from .depth.model import GLPN
-from .depth.task import DepthTask
-from .detection.model import DeformableDETR
-from .detection.task import DetectionTask
-from .panoptic.model import PanopticSegFormer
-from .panoptic.task import PanopticTask
-from .segmentation.model import SegFormer
-from .segmentation.task import SegmentationTask
+from .common.pretrained import Checkpoint, open_checkpoint
+from .common.registry import TaskSpec, get_task_spec, import_task, list_tasks, register_task, task_specs
 
-TASKS = {"segmentation": SegmentationTask, "depth": DepthTask, "detection": DetectionTask,
-         "classification": ClassificationTask, "panoptic": PanopticTask}
-TASK_MODELS = {"segmentation": SegFormer, "depth": GLPN, "detection": DeformableDETR,
-               "classification": ImageClassifier, "panoptic": PanopticSegFormer}
+from . import segmentation  # noqa: E402,F401  (each import registers its task)
+from . import depth  # noqa: E402,F401
+from . import detection  # noqa: E402,F401
+from . import classification  # noqa: E402,F401
+from . import panoptic  # noqa: E402,F401
+
+__all__ = ["TaskSpec", "checkpoint_task", "get_task", "get_task_spec", "list_tasks", "load_pretrained", "register_task"]
 
 
 def get_task(cfg):
-    """The engine's task object for a config (chosen by ``cfg.task``)."""
-    if cfg.task not in TASKS:
-        raise ValueError(f"unknown task {cfg.task!r}; available: {', '.join(sorted(TASKS))}")
-    return TASKS[cfg.task](cfg)
+    """The engine's task object for a config (chosen by ``cfg.task``, a registered task's name)."""
+    return get_task_spec(cfg.task).task(cfg)
 
 
-def checkpoint_task(path: str | os.PathLike) -> str:
+def checkpoint_task(path) -> str:
     """The task of a checkpoint: ours (``meta["task"]``), a model folder's config.json (ours: ``task``; Hugging
     Face: its ``model_type`` and architecture; timm: ``architecture``), or a hub id."""
-    from .common.pretrained import load_torch_file, read_json, resolve
+    return _task_of(open_checkpoint(path))
 
-    p = resolve(path)
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise ValueError(f"{p} is a folder but not a model folder: config.json is missing")
-        return _task_of_config(read_json(p / "config.json"), p / "config.json")
-    obj = load_torch_file(p)
-    meta = obj.get("meta") if isinstance(obj, dict) else None
-    if isinstance(meta, dict) and meta.get("task") in TASKS:
-        return meta["task"]
-    if (p.parent / "config.json").is_file():
-        return _task_of_config(read_json(p.parent / "config.json"), p.parent / "config.json")
+
+def _task_of(ck: Checkpoint) -> str:
+    if ck.folder_config is not None:
+        return _task_of_config(ck.folder_config, ck.path / "config.json")
+    meta = ck.meta
+    if meta is not None and "task" in meta:
+        if import_task(meta["task"], meta.get("module")):
+            return meta["task"]
+        raise ValueError(f"{ck.path} is a checkpoint of task {meta['task']!r}, which is not registered (registered: "
+                         f"{', '.join(list_tasks())}; a task outside tasks/ must be importable as {meta.get('module')!r})")
+    beside = ck.beside_config()
+    if beside is not None:
+        return _task_of_config(*beside)
     raise ValueError(
-        f"{p} is not a checkpoint written by tools/train.py (no meta['task']) and has no config.json beside it"
+        f"{ck.path} is not a checkpoint written by tools/train.py (no meta['task']) and has no config.json beside it"
     )
 
 
-def _task_of_config(cfg: dict, source: Path) -> str:
-    if cfg.get("task") in TASKS:
+def _task_of_config(cfg: Mapping, source: Path) -> str:
+    if "task" in cfg and import_task(cfg["task"], cfg.get("module")):
         return cfg["task"]
-    for task, model in TASK_MODELS.items():
-        spec = model.weights_spec
-        if cfg.get("model_type") in spec.hf_model_types:
+    for spec in task_specs():
+        weights = spec.model.weights_spec
+        if cfg.get("model_type") in weights.hf_model_types:
             archs = cfg.get("architectures") or []
-            if not spec.hf_architectures or not archs or set(archs) & set(spec.hf_architectures):
-                return task
-        if "architecture" in cfg and "model_type" not in cfg and spec.config_from_timm is not None:
-            return task
-    kind = cfg.get("model_type") or cfg.get("architecture")
-    readable = ", ".join(f"{t}: {' / '.join(m.weights_spec.hf_model_types)}" for t, m in TASK_MODELS.items())
+            if not weights.hf_architectures or not archs or set(archs) & set(weights.hf_architectures):
+                return spec.name
+        if "architecture" in cfg and "model_type" not in cfg and weights.config_from_timm is not None:
+            return spec.name
+    kind = cfg.get("model_type") or cfg.get("architecture") or cfg.get("task")
+    readable = ", ".join(f"{s.name}: {' / '.join(s.model.weights_spec.hf_model_types)}" for s in task_specs())
     raise ValueError(f"{source} describes a {kind!r} model, which no task reads ({readable})")
 
 
 def load_pretrained(path: str | os.PathLike, **backbone_args):
-    """The task model of any checkpoint (``checkpoint_task``), built and loaded by its ``from_pretrained``."""
-    return TASK_MODELS[checkpoint_task(path)].from_pretrained(path, **backbone_args)
+    """The task model of any checkpoint, folder, short name or hub id (read once), built and loaded by its
+    task model's ``from_pretrained``."""
+    ck = open_checkpoint(path)
+    return get_task_spec(_task_of(ck)).model.from_pretrained(ck, **backbone_args)

@@ -1,7 +1,7 @@
 """Predict on image files and write one picture per image: what ``tools/infer.py`` runs, for any task.
 
 A predictor is a task model (``model.predict``) or an exported ONNX file (``tasks.common.export``'s predictor):
-anything with ``task``, ``class_names`` and ``predict(image)``. One unreadable image is reported and skipped;
+anything with ``task``, ``class_names`` and ``predict(image)``; the picture is the task's ``TaskSpec.picture``. One unreadable image is reported and skipped;
 the others are still done. Output names are unique: ``<stem>.png``, or, where stems collide (``a/x.jpg`` and
 ``b/x.jpg``, ``x.png`` and ``x.jpg``), the path below the inputs' common folder with ``__`` for ``/``.
 """
@@ -14,16 +14,21 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from .classification.visualize import save_prediction_png as _classification_png
 from .common.images import read_image
-from .depth.visualize import save_prediction_png as _depth_png
-from .detection.visualize import save_prediction_png as _detection_png
-from .segmentation.visualize import save_prediction_png as _segmentation_png
+from .common.registry import get_task_spec, task_specs
 
-PICTURES = {
-    "segmentation": _segmentation_png, "depth": _depth_png, "detection": _detection_png,
-    "classification": _classification_png,
-}
+
+def task_options(task: str, options: dict) -> tuple[dict, dict]:
+    """``(predict options, picture options)`` for the command-line ``options`` given (``{"flip": True}``), routed
+    by the task's ``TaskSpec.predict_options`` / ``picture_options``; one the task does not take is a ValueError
+    naming the tasks that do."""
+    spec = get_task_spec(task)
+    predict = {k: v for k, v in options.items() if k in spec.predict_options}
+    picture = {k: v for k, v in options.items() if k in spec.picture_options}
+    for key in sorted(set(options) - set(predict) - set(picture)):
+        takers = [s.name for s in task_specs() if key in s.predict_options + s.picture_options]
+        raise ValueError(f"--{key} is for {' and '.join(takers) or 'no'} models, not {task}")
+    return predict, picture
 
 
 def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
@@ -46,15 +51,16 @@ def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
 def infer_images(predictor, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                  predict_options: dict | None = None, picture_options: dict | None = None) -> tuple[list[Path], list[str]]:
     """``(written PNGs, failures)``: each failure is one line naming the image and what went wrong."""
-    save = PICTURES.get(predictor.task)
+    save = get_task_spec(predictor.task).picture
     if save is None:
-        raise ValueError(f"no picture for task {predictor.task!r}; known: {', '.join(PICTURES)}")
+        raise ValueError(f"task {predictor.task!r} declares no picture (TaskSpec.picture)")
     names = output_names(paths)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     class_names = predictor.class_names
-    if class_names is None and predictor.task == "segmentation":
-        class_names = tuple(f"class {i}" for i in range(predictor.num_classes))
+    count = getattr(predictor, "num_classes", None)
+    if class_names is None and count:  # a model trained without names: number them
+        class_names = tuple(f"class {i}" for i in range(count))
     written, failures = [], []
     for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=len(paths) < 2), names):
         try:

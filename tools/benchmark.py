@@ -30,7 +30,7 @@ SUITES = {
     "detr": detr.suite,
     "msda": msda.suite,
     "train": train.suite,
-    "classification": classification.suite,
+    "classifier": classification.suite,
 }
 
 

@@ -4,12 +4,11 @@
     python tools/infer.py --onnx MODEL.onnx IMAGE [IMAGE ...] [--out DIR]
 
 CHECKPOINT: best.pth / last.pth from tools/train.py, a Hugging Face model folder or a hub id; the task, the
-preprocessing and the class names come from it (or from the ONNX file's metadata).
-- segmentation: the input beside the prediction blended in a palette, with a legend of the classes present;
-- depth: the input beside the colour-mapped depth with a scale bar in metres;
-- detection: boxes with class names and scores >= --threshold;
-- classification: the image beside its top-5 classes and probabilities.
-An image that cannot be read is reported and skipped; the exit code is 1 when any image failed.
+preprocessing and the class names come from it (or from the ONNX file's metadata). The picture is the task's
+own (its TaskSpec.picture): e.g. a label map blended in a palette, colour-mapped depth with a scale bar, boxes
+with names and scores, the top-5 classes. --flip and --threshold go to the tasks that declare them
+(TaskSpec.predict_options / picture_options). An image that cannot be read is reported and skipped; the exit
+code is 1 when any image failed.
 """
 import argparse
 import sys
@@ -21,14 +20,14 @@ def main(argv=None) -> int:
     parser.add_argument("images", nargs="+")
     parser.add_argument("--onnx", default=None, metavar="FILE", help="run an exported ONNX file with ONNX Runtime")
     parser.add_argument("--out", default="predictions")
-    parser.add_argument("--flip", action="store_true", help="segmentation/depth: average with the flipped image")
-    parser.add_argument("--threshold", type=float, default=0.3, help="detection: the lowest score drawn")
+    parser.add_argument("--flip", action="store_true", help="average with the flipped image (dense tasks)")
+    parser.add_argument("--threshold", type=float, default=None, help="the lowest score drawn (detectors; default 0.3)")
     args = parser.parse_args(argv)
     if args.onnx is not None and args.checkpoint is not None:
         args.images.insert(0, args.checkpoint)  # with --onnx every positional argument is an image
     try:
         from tasks import load_pretrained
-        from tasks.infer import infer_images
+        from tasks.infer import infer_images, task_options
 
         if args.onnx is not None:
             from tasks.common.export import load_onnx_predictor
@@ -38,10 +37,8 @@ def main(argv=None) -> int:
             raise ValueError("give a CHECKPOINT or --onnx FILE")
         else:
             predictor = load_pretrained(args.checkpoint)
-        if args.flip and predictor.task not in ("segmentation", "depth"):
-            raise ValueError(f"--flip is for segmentation and depth models, not {predictor.task}")
-        predict = {"flip": True} if args.flip else {}
-        picture = {"threshold": args.threshold} if predictor.task == "detection" else {}
+        given = {"flip": True if args.flip else None, "threshold": args.threshold}
+        predict, picture = task_options(predictor.task, {k: v for k, v in given.items() if v is not None})
         written, failures = infer_images(predictor, args.images, args.out, predict_options=predict,
                                          picture_options=picture)
     except (FileNotFoundError, ValueError, TypeError, ImportError) as e:

@@ -111,3 +111,8 @@ class ImageNet(ImageFolder):
         super().__init__(folder, class_names=names if found == wnids else None, transforms=transforms)
         self.split = split
         self.wnids = found
+
+
+def summarize_samples(samples: list[dict], ds) -> list[str]:
+    """``tools/check_data.py``'s line about a split's labels: how many classes the samples cover."""
+    return [f"{len({s['label'] for s in samples})} of {getattr(ds, 'num_classes', '?')} classes seen"]

@@ -15,11 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+from backbones import hub
 from backbones.pvt_v2 import PVT_V2_VARIANTS, arch_from_state_dict, mit_from_hf_config, pvt_v2_from_hf_config, variant_for
 from backbones.pvt_v2_weights import detect_pvt_v2_format
 from backbones.weights import RenameRules
 from tasks.common.preprocess import Preprocessing
 from tasks.common.pretrained import OriginalFormat, TaskWeights, class_names_from_hf, hf_num_labels
+from tasks.common.zoo import PublishedModel
 
 from .datasets import imagenet_classes
 
@@ -95,3 +97,14 @@ WEIGHTS = TaskWeights(
     ),
     config_from_timm=config_from_timm,
 )
+
+# The published checkpoints (the model zoo: short names from_pretrained accepts); the numbers are the authors'.
+_PVT = "whai362/PVT README (ImageNet-1K val, 224x224)"
+_PVT_TOP1 = {"b0": 0.705, "b1": 0.787, "b2": 0.820, "b2_li": 0.821, "b3": 0.831, "b4": 0.836, "b5": 0.838}
+PUBLISHED = {
+    **{
+        f"pvt_v2_{v}": PublishedModel(hub.IMAGENET_WEIGHTS[f"pvt_v2_{v}"], "ImageNet-1K", {"top1": top1}, _PVT)
+        for v, top1 in _PVT_TOP1.items()
+    },
+    **{f"mit_b{i}": PublishedModel(f"nvidia/mit-b{i}", "ImageNet-1K") for i in range(6)},
+}

@@ -4,8 +4,9 @@ Two levels, both through the task's own datasets (built exactly as training buil
 
 - layout (cheap, no decoding; ``tools/train.py`` runs it before the first step): building the datasets pairs
   images with masks or depth maps and reads the list and annotation files; then the counts are compared with the
-  official release, and what a dataset would only find out when it reads a sample is looked up now (COCO
-  images named in the json but missing on disk; class folders that differ between the splits).
+  official release (the task's ``TaskSpec.releases``), and what a dataset would only find out when it reads a
+  sample is looked up now (its ``layout_problems()``, e.g. COCO images named in the json but missing on disk;
+  class folders that differ between the splits).
 - samples (``tools/check_data.py``): a spread of samples per split is decoded with the dataset's own reader,
   which refuses truncated images, depth PNGs in metres instead of millimetres, masks with labels outside the
   classes and images whose size differs from their target's; the table shows the sizes and the targets' range.
@@ -15,33 +16,29 @@ release is a warning (a subset may be deliberate).
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
+
+from .registry import get_task_spec, list_tasks
+
+_SHOW = 3  # problems listed per kind before "... and N more"
 
 
 @dataclass(frozen=True)
 class Release:
-    """What the official release holds: images per split (train, val) and what the files should contain."""
+    """An official dataset a task declares (``TaskSpec.releases``): the config's data section class that reads it,
+    images per split (train, val), what the files should contain, ``applies(data_section)`` when the class also
+    reads a user's own data (default: always the release), and the class count it has (None: not checked)."""
 
+    data: type
     name: str
     counts: tuple[int, int]
     contents: str
-
-
-RELEASES: dict[tuple[str, str], Release] = {  # (config task, data config class)
-    ("segmentation", "ADE20KData"): Release("ADE20K (SceneParse150)", (20_210, 2_000), "masks hold 0-150, 0 = other"),
-    ("depth", "NYUData"): Release(
-        "NYU Depth v2 (GLPDepth lists)", (24_231, 654), "uint16 depth PNGs in millimetres"
-    ),
-    ("detection", "CocoData"): Release("COCO 2017", (118_287, 5_000), "instances_{train,val}2017.json"),
-    ("classification", "ImageNetData"): Release("ImageNet-1K (ILSVRC-2012)", (1_281_167, 50_000), "1,000 classes"),
-}
-IMAGENET_CLASSES = 1000
-_COCO_ANNOTATIONS = ("annotations/instances_train2017.json", "annotations/instances_val2017.json")
-_SHOW = 3  # problems listed per kind before "... and N more"
+    applies: Callable[[object], bool] | None = None
+    classes: int | None = None
 
 
 @dataclass
@@ -99,13 +96,13 @@ def _capped(items: list[str]) -> list[str]:
 
 
 def release_of(cfg) -> Release | None:
-    """The official release a config's data section describes, or None for a user's folder / synthetic data."""
-    release = RELEASES.get((cfg.task, type(cfg.data).__name__))
-    if release is not None and cfg.task == "detection":  # CocoData also reads a user's own COCO-format json
-        anns = (getattr(cfg.data, "train_ann", ""), getattr(cfg.data, "val_ann", ""))
-        if tuple(a.replace("\\", "/") for a in anns) != _COCO_ANNOTATIONS:
-            return None
-    return release
+    """The official release a config's data section describes (its task's ``TaskSpec.releases``), or None for a
+    user's folder or synthetic data."""
+    releases = get_task_spec(cfg.task).releases if cfg.task in list_tasks() else ()  # the engine also runs bare Tasks
+    for release in releases:
+        if type(cfg.data) is release.data and (release.applies is None or release.applies(cfg.data)):
+            return release
+    return None
 
 
 def build_datasets(task) -> dict[str, object]:
@@ -135,23 +132,9 @@ def check_layout(cfg, datasets: dict[str, object]) -> DataCheck:
             s.problems.append("no samples")
         elif s.official is not None and s.found != s.official:
             s.warnings.append(f"{s.found:,} samples, the official release has {s.official:,} (incomplete download?)")
-        s.problems += _missing_coco_images(ds)
+        s.problems += ds.layout_problems(_SHOW) if hasattr(ds, "layout_problems") else []
     _compare_classes(cfg, datasets, check)
     return check
-
-
-def _missing_coco_images(ds) -> list[str]:
-    """CocoDetection reads an image only when the sample is read: find the json's images absent from disk."""
-    if not (hasattr(ds, "coco") and hasattr(ds, "images_dir")):
-        return []
-    names = [info["file_name"] for info in ds.coco.imgs.values()]
-    on_disk = set(os.listdir(ds.images_dir))
-    missing = [n for n in names if n not in on_disk and not (ds.images_dir / n).is_file()]
-    if not missing:
-        return []
-    shown = ", ".join(missing[:_SHOW]) + (f", ... and {len(missing) - _SHOW} more" if len(missing) > _SHOW else "")
-    where = f"{ds.ann_file.name} are missing from {ds.images_dir}"
-    return [f"{len(missing):,} of the {len(names):,} images in {where}: {shown}"]
 
 
 def _compare_classes(cfg, datasets: dict, check: DataCheck) -> None:
@@ -166,12 +149,14 @@ def _compare_classes(cfg, datasets: dict, check: DataCheck) -> None:
             f"the splits have different class folders ({len(train)} train, {len(val)} val; in one only: "
             f"{', '.join(only[:_SHOW])}{', ...' if len(only) > _SHOW else ''}), so the labels would not agree"
         )
-    if release_of(cfg) is not None and cfg.task == "classification" and len(train) != IMAGENET_CLASSES:
-        check.splits[0].warnings.append(f"{len(train)} class folders, ImageNet-1K has {IMAGENET_CLASSES:,}")
+    release = release_of(cfg)
+    if release is not None and release.classes is not None and len(train) != release.classes:
+        check.splits[0].warnings.append(f"{len(train)} class folders, the official release has {release.classes:,}")
 
 
-def check_samples(check: DataCheck, datasets: dict[str, object], samples: int | None, workers: int = 8) -> None:
-    """Decode ``samples`` evenly spread samples per split (None: all) with the dataset's own ``read``."""
+def check_samples(check: DataCheck, datasets: dict[str, object], samples: int | None, spec, workers: int = 8) -> None:
+    """Decode ``samples`` evenly spread samples per split (None: all) with the dataset's own ``read``; ``spec``
+    (the task's ``TaskSpec``) summarises what they hold."""
     for s in check.splits:
         ds = datasets[s.split]
         if isinstance(ds, Exception) or not s.found:
@@ -183,7 +168,7 @@ def check_samples(check: DataCheck, datasets: dict[str, object], samples: int | 
         good = [r for r in results if isinstance(r, dict)]
         s.failed = [r for r in results if isinstance(r, str)]
         s.read = len(results)
-        s.summary = summarize(good, ds)
+        s.summary = summarize(good, ds, spec.summarize)
 
 
 def _read(ds, index: int) -> dict | str:
@@ -193,48 +178,26 @@ def _read(ds, index: int) -> dict | str:
         return str(e).splitlines()[0]
 
 
-def summarize(samples: list[dict], ds) -> str:
-    """Image sizes and the targets' range over ``samples`` (untransformed samples of one dataset)."""
+def summarize(samples: list[dict], ds, targets=None) -> str:
+    """Image sizes over ``samples`` (untransformed samples of one dataset), then ``targets(samples, ds)``: the
+    task's own lines about what the targets hold (``TaskSpec.summarize``)."""
     if not samples:
         return ""
     hs, ws = zip(*(s["image"].shape[:2] for s in samples))
     parts = [f"{min(hs)}-{max(hs)} x {min(ws)}-{max(ws)} px" if (min(hs), min(ws)) != (max(hs), max(ws))
              else f"{hs[0]} x {ws[0]} px"]
-    first = samples[0]
-    if "mask" in first:
-        parts.append(_mask_summary([s["mask"] for s in samples], ds))
-    if "depth" in first:
-        valid = np.concatenate([s["depth"][s["depth"] > 0] for s in samples])
-        total = sum(s["depth"].size for s in samples)
-        parts.append(f"depth {valid.min():.2f}-{valid.max():.2f} m, {valid.size / total:.0%} of pixels valid")
-    if "boxes" in first:
-        boxes = [len(s["boxes"]) for s in samples]
-        labels = {int(v) for s in samples for v in s["labels"]}
-        parts.append(f"{np.mean(boxes):.1f} boxes per image ({boxes.count(0)} without), {len(labels)} categories seen")
-    if "label" in first:
-        parts.append(f"{len({s['label'] for s in samples})} of {getattr(ds, 'num_classes', '?')} classes seen")
+    if targets is not None:
+        parts += targets(samples, ds)
     return "; ".join(parts)
-
-
-def _mask_summary(masks: list[np.ndarray], ds) -> str:
-    ignore = getattr(ds, "ignore_index", 255)
-    values = np.unique(np.concatenate([np.unique(m) for m in masks]))
-    labels = values[values != ignore]
-    ignored = sum(int((m == ignore).sum()) for m in masks) / sum(m.size for m in masks)
-    text = f"labels {labels.min()}-{labels.max()}" if labels.size else "no labelled pixel"
-    if getattr(ds, "reduce_zero_label", False):
-        text += " after reduce_zero_label"
-    return f"{masks[0].dtype} masks, {text} ({labels.size} of {ds.num_classes} classes seen), {ignored:.0%} ignored"
 
 
 def check_data(cfg, samples: int | None = 100) -> DataCheck:
     """The whole check for a config: layout, then ``samples`` decoded samples per split (0: layout only)."""
-    from tasks import get_task
-
-    datasets = build_datasets(get_task(cfg))
+    spec = get_task_spec(cfg.task)
+    datasets = build_datasets(spec.task(cfg))
     check = check_layout(cfg, datasets)
     if samples != 0:
-        check_samples(check, datasets, samples)
+        check_samples(check, datasets, samples, spec)
     return check
 
 

@@ -161,7 +161,9 @@ def _train_loader(task, cfg: Config, info: DistInfo) -> DataLoader:
 
 
 def _meta(cfg: Config, model: nn.Module) -> dict:
-    return {"task": cfg.task, "model": getattr(model, "config", None), "config": to_dict(cfg)}
+    # "module": where the model class is defined, so a task outside tasks/ can be imported to load the checkpoint
+    module = type(getattr(model, "module", model)).__module__
+    return {"task": cfg.task, "module": module, "model": getattr(model, "config", None), "config": to_dict(cfg)}
 
 
 def _build(task, cfg: Config):

@@ -9,18 +9,15 @@ bake a size in, which is why the model code keeps shapes symbolic (no ``int()`` 
 of a symbolic length, crops without size branches). ONNX Runtime then runs the file at two other sizes and
 batch 2, and a file that disagrees with PyTorch is deleted.
 
-Graph inputs and outputs: ``pixel_values[B, 3, H, W]`` float32 (any B >= 1, H, W >= ``MIN_SIDE``) ->
-``logits`` (segmentation ``[B, K, H/4, W/4]``, classification ``[B, K]``), ``predicted_depth[B, 1, H, W]``,
-``pred_logits[B, Q, K]`` + ``pred_boxes[B, Q, 4]`` (detection), ``stage1`` ... ``stage4`` (a backbone).
-The detector takes no ``pixel_mask``: a batch of differently sized images is run per size group, which is
-data-dependent control flow a graph cannot hold, so a deployed batch holds same-sized, unpadded images (the
-model is batch-invariant, so an image's result is the same alone or in a batch). Preprocessing, label
+Graph inputs and outputs: ``pixel_values[B, 3, H, W]`` float32 (any B >= 1, H, W >= ``MIN_SIDE``) -> the
+outputs the task declares (``TaskSpec.export_outputs``, computed by the model's ``export_forward``), or
+``stage1`` ... ``stage4`` for a backbone. A task model whose forward takes more than ``pixel_values`` (the
+detector's ``pixel_mask``) exports its unpadded path: a deployed batch holds same-sized, unpadded images. Preprocessing, label
 names and the model config are stored as JSON in the file's ``metadata_props`` (keys ``densepred``,
 ``preprocessing``, ``class_names``).
 """
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import os
@@ -32,20 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.deformable_detr.ms_deform_attn import MSDeformAttn, set_sampler
-from tasks.common.preprocess import Preprocessing
+from .preprocess import Preprocessing
+from .registry import get_task_spec, import_task, list_tasks
 
 INSTALL_HINT = 'pip install "densepred[export]"'
 # 65: Deformable-DETR's extra stride-64 level needs >= 2 tokens a side for the traced shapes to stay general.
 MIN_SIDE = 65
 MAX_SIDE = 8192
-OUTPUT_NAMES = {
-    "segmentation": ("logits",),
-    "classification": ("logits",),
-    "depth": ("predicted_depth",),
-    "detection": ("pred_logits", "pred_boxes"),
-    "backbone": ("stage1", "stage2", "stage3", "stage4"),
-}
+BACKBONE = "backbone"  # the kind of a bare backbone (not a task)
+BACKBONE_OUTPUTS = ("stage1", "stage2", "stage3", "stage4")
 
 
 @dataclass(frozen=True)
@@ -77,53 +69,47 @@ def require(*modules: str) -> None:
 
 
 def model_kind(model: nn.Module) -> str:
-    """``"segmentation"`` / ``"depth"`` / ``"detection"`` / ``"classification"`` (a task model's ``task``) or
-    ``"backbone"`` (a module from ``build_backbone``)."""
+    """A task model's ``task`` (a registered task) or ``"backbone"`` (a module from ``build_backbone``)."""
     kind = getattr(model, "task", None)
-    if kind in OUTPUT_NAMES:
+    if isinstance(kind, str) and kind in list_tasks():
         return kind
     if hasattr(model, "feature_channels") and hasattr(model, "out_features"):
-        return "backbone"
+        return BACKBONE
     raise TypeError(f"export: expected a task model or a backbone, got {type(model).__name__}")
 
 
 class ExportGraph(nn.Module):
-    """What is exported: ``forward(pixel_values) -> tuple`` of the outputs named in ``OUTPUT_NAMES[kind]``."""
+    """What is exported: ``forward(pixel_values) -> tuple`` of the outputs named by ``output_names``."""
 
     def __init__(self, model: nn.Module, kind: str):
         super().__init__()
         self.model, self.kind = model, kind
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        m = self.model
-        if self.kind == "backbone":
-            features = m(pixel_values)
-            return tuple(features[name] for name in OUTPUT_NAMES["backbone"] if name in features)
-        if self.kind == "detection":  # the model's unpadded path (no pixel_mask: see the module docstring)
-            features = m.backbone(pixel_values)
-            sources = m.head.project([features[name] for name in m.backbone.out_features])
-            out = m.head(sources, [s.new_zeros(s.shape[0], *s.shape[-2:], dtype=torch.bool) for s in sources])
-            return out["pred_logits"], out["pred_boxes"]
-        return (m(pixel_values),)
+        if self.kind == BACKBONE:
+            features = self.model(pixel_values)
+            return tuple(features[name] for name in BACKBONE_OUTPUTS if name in features)
+        return tuple(self.model.export_forward(pixel_values))
 
 
 def output_names(model: nn.Module, kind: str) -> tuple[str, ...]:
-    if kind == "backbone":
+    if kind == BACKBONE:
         return tuple(model.out_features)
-    return OUTPUT_NAMES[kind]
+    return get_task_spec(kind).export_outputs
 
 
 def export_program(model: nn.Module, height: int, width: int, *, dynamic: bool = True, sampler: str | None = None):
     """``torch.export`` of ``ExportGraph(model)`` with dynamic batch, height and width (``dynamic``), at an
-    example input of batch 2 (batch 1 would be specialised). ``sampler`` sets the deformable attention's
-    sampler on a copy (``"gather"``: no GridSample; default ``"grid_sample"``, the reference)."""
+    example input of batch 2 (batch 1 would be specialised). ``sampler`` is passed to the task model's
+    ``for_export`` (the deformable attention's sampler, on a copy: ``"gather"``, no GridSample; default
+    ``"grid_sample"``, the reference)."""
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE:
             raise ValueError(f"export: {name} must be an int in [{MIN_SIDE}, {MAX_SIDE}], got {value!r}")
     kind = model_kind(model)
     model = model.eval()
-    if any(isinstance(m, MSDeformAttn) for m in model.modules()):
-        model = set_sampler(copy.deepcopy(model), sampler or "grid_sample")
+    if kind != BACKBONE:
+        model = model.for_export(sampler)
     example = torch.randn(2, 3, height, width, device=next(model.parameters()).device)
     shapes = None
     if dynamic:
@@ -139,6 +125,7 @@ def metadata(model: nn.Module, kind: str, *, sampler: str | None, opset: int) ->
     names = getattr(model, "class_names", None)
     info = {
         "task": kind,
+        "module": type(model).__module__,  # imported on load if the task is not registered (registry.import_task)
         "outputs": list(output_names(model, kind)),
         "preprocessing": preprocessing.to_dict(),
         "class_names": list(names) if names is not None else None,
@@ -247,7 +234,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 class _OnnxModule(nn.Module):
     """The ONNX file standing in for the PyTorch model: ``forward(pixel_values)`` returns what the model's
-    ``forward`` returns (a tensor, or a dict for detection and backbones)."""
+    ``forward`` returns (the tensor of a one-output task; a dict by output name otherwise and for backbones)."""
 
     def __init__(self, session, info: dict):
         super().__init__()
@@ -265,7 +252,7 @@ class _OnnxModule(nn.Module):
     def forward(self, pixel_values: torch.Tensor):
         x = pixel_values.detach().float().cpu().numpy()
         outs = [torch.from_numpy(o) for o in self.session.run(None, {"pixel_values": x})]
-        if self.task in ("detection", "backbone"):
+        if self.task == BACKBONE or len(outs) > 1:
             return dict(zip(self.info["outputs"], outs))
         return outs[0]
 
@@ -278,6 +265,8 @@ class OnnxPredictor:
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         self.path = Path(path)
         info = read_metadata(path)
+        if info["task"] != BACKBONE and not import_task(info["task"], info.get("module")):
+            raise ValueError(f"{path}: task {info['task']!r} is not registered (registered: {', '.join(list_tasks())})")
         self.module = _OnnxModule(onnx_session(path, threads), info)
         self.task = self.module.task
         self.class_names = self.module.class_names
@@ -287,11 +276,9 @@ class OnnxPredictor:
         return self.module(pixel_values)
 
     def predict(self, image: np.ndarray, **options):
-        if self.task == "backbone":
+        if self.task == BACKBONE:
             raise ValueError(f"{self.path}: a backbone has no predict; call the predictor on pixel_values")
-        from tasks import TASK_MODELS
-
-        return TASK_MODELS[self.task].predict(self.module, image, **options)
+        return get_task_spec(self.task).model.predict(self.module, image, **options)
 
 
 def load_onnx_predictor(path: str | os.PathLike, threads: int | None = None) -> OnnxPredictor:

@@ -97,6 +97,16 @@ class TaskModel(nn.Module):
         """The prediction for one ``image[H, W, 3]`` uint8 RGB, at the image's own size."""
         raise NotImplementedError
 
+    def export_forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The exported graph's outputs, in the order of the task's ``TaskSpec.export_outputs`` (default: the
+        one tensor ``forward`` returns)."""
+        return (self(pixel_values),)
+
+    def for_export(self, sampler: str | None = None) -> "TaskModel":
+        """The module to export (``tasks.common.export``): this model, or a copy set up for a graph (e.g. the
+        deformable attention's ``sampler``; ignored by models without one)."""
+        return self
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

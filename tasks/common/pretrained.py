@@ -17,6 +17,8 @@ import torch
 
 from backbones.weights import ConvertedWeights, RenameRules, check_state_dict, load_torch_file, read_state_dict
 
+from .zoo import resolve
+
 
 @dataclass(frozen=True)
 class OriginalFormat:
@@ -47,14 +49,6 @@ class TaskWeights:
     config_from_timm: Callable[[Mapping, Path], dict] | None = None
 
 
-def resolve(path, task: str | None = None) -> Path:
-    """A local path, the short name of a published model (``tasks.common.zoo``, e.g. ``"segformer-b0-ade"``) or a
-    Hugging Face hub id, as the local file or snapshot folder to read; ``task`` refuses another task's short name."""
-    from .zoo import resolve as zoo_resolve
-
-    return zoo_resolve(path, task)
-
-
 def read_json(path: Path) -> dict:
     """A JSON object from ``path``; a 0-byte or malformed file is a ValueError naming it."""
     try:
@@ -81,7 +75,11 @@ def read_config(path: Path, spec: TaskWeights) -> dict:
     """A ``config.json`` (ours, Hugging Face or timm) -> our constructor arguments."""
     if not path.is_file():
         raise ValueError(f"{path.parent} is not a model folder: config.json is missing")
-    cfg = read_json(path)
+    return config_from_json(read_json(path), path, spec)
+
+
+def config_from_json(cfg: Mapping, path: Path, spec: TaskWeights) -> dict:
+    """A ``config.json``'s content (ours, Hugging Face or timm; read from ``path``) -> our constructor arguments."""
     if "task" in cfg:
         return our_model_config(cfg, spec.task, path)
     if "architecture" in cfg and "model_type" not in cfg and spec.config_from_timm is not None:
@@ -100,15 +98,49 @@ def read_config(path: Path, spec: TaskWeights) -> dict:
     return spec.config_from_hf(cfg, path)
 
 
-def read_model_file(path: Path, task: str) -> tuple[dict, dict | None, Mapping | None]:
-    """A weights file -> ``(state_dict, our model config or None, meta or None)``."""
-    obj = load_torch_file(path)
-    meta = obj.get("meta") if isinstance(obj, Mapping) else None
-    if isinstance(meta, Mapping) and "task" in meta:
-        return _tensors(obj.get("model"), path), our_model_config(meta, task, path), meta
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read once: ``path`` (the local file or folder), ``obj`` (what ``torch.load`` gave for a
+    torch file; None for a folder or a safetensors file) and the folder's ``config.json``. ``open_checkpoint``
+    makes it; ``tasks.load_pretrained`` finds the task from it and hands it to ``from_pretrained``."""
+
+    path: Path
+    obj: object = None
+    folder_config: dict | None = None
+
+    @property
+    def meta(self) -> Mapping | None:
+        """Our checkpoint's ``meta`` (``{"task": ..., "model": config, ...}``), else None."""
+        meta = self.obj.get("meta") if isinstance(self.obj, Mapping) else None
+        return meta if isinstance(meta, Mapping) else None
+
+    def beside_config(self) -> tuple[dict, Path] | None:
+        """The ``config.json`` beside a weights file, if any."""
+        path = self.path.parent / "config.json"
+        return (read_json(path), path) if not self.path.is_dir() and path.is_file() else None
+
+
+def open_checkpoint(path, task: str | None = None) -> Checkpoint:
+    """Resolve ``path`` (``tasks.common.zoo.resolve``: a local path, short name or hub id; ``task`` refuses another
+    task's short name) and read it once. An existing ``Checkpoint`` is returned as it is."""
+    if isinstance(path, Checkpoint):
+        return path
+    p = resolve(path, task)
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ValueError(f"{p} is a folder but not a model folder: config.json is missing")
+        return Checkpoint(p, None, read_json(p / "config.json"))
+    return Checkpoint(p, load_torch_file(p))
+
+
+def _file_weights(ck: Checkpoint, task: str) -> tuple[dict, dict | None]:
+    """A weights file -> ``(state_dict, our model config or None)``."""
+    obj, meta = ck.obj, ck.meta
+    if meta is not None and "task" in meta:
+        return _tensors(obj.get("model"), ck.path), our_model_config(meta, task, ck.path)
     if isinstance(obj, Mapping):  # a bare or nested ("state_dict" in mmseg, "model") state dict
-        return _tensors(obj.get("state_dict", obj.get("model", obj)), path), None, meta
-    return read_state_dict(path), None, meta
+        return _tensors(obj.get("state_dict", obj.get("model", obj)), ck.path), None
+    return read_state_dict(ck.path), None
 
 
 def _tensors(obj, path: Path) -> dict:
@@ -118,18 +150,21 @@ def _tensors(obj, path: Path) -> dict:
 
 
 def read_pretrained(path, spec: TaskWeights) -> tuple[dict, dict, Path]:
-    """``(state_dict, model config, local path)`` for ``path``: a model folder, our checkpoint, or a bare weights
-    file whose config is a ``config.json`` beside it or (an original release) read from the weights."""
-    p = resolve(path, spec.task)
+    """``(state_dict, model config, local path)`` for ``path`` (anything ``open_checkpoint`` takes): a model
+    folder, our checkpoint, or a bare weights file whose config is a ``config.json`` beside it or (an original
+    release) read from the weights."""
+    ck = open_checkpoint(path, spec.task)
+    p = ck.path
     if p.is_dir():
-        config = read_config(p / "config.json", spec)  # first: a folder of another model fails before its weights load
+        config = config_from_json(ck.folder_config, p / "config.json", spec)  # before the weights: fail early
         return read_state_dict(p), config, p
-    state_dict, config, meta = read_model_file(p, spec.task)
-    if config is None and (p.parent / "config.json").is_file():
-        config = read_config(p.parent / "config.json", spec)
+    state_dict, config = _file_weights(ck, spec.task)
+    beside = ck.beside_config() if config is None else None
+    if beside is not None:
+        config = config_from_json(*beside, spec)
     for original in spec.originals if config is None else ():
         if original.detect(state_dict):
-            config = original.config(state_dict, meta)
+            config = original.config(state_dict, ck.meta)
             break
     if config is None:
         others = "".join(f", or {o.description}" for o in spec.originals)

@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .registry import flip_rules
+
 
 def sample_rng(sample: dict, who: str) -> np.random.Generator:
     rng = sample.get("rng")
@@ -42,11 +44,24 @@ class Compose:
         return "Compose([" + ", ".join(repr(t) for t in self.transforms) + "])"
 
 
+def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    x0, y0, x1, y1 = np.asarray(boxes).reshape(-1, 4).T
+    return np.stack([width - x1, y0, width - x0, y1], axis=1)
+
+
+# How a sample entry is mirrored with its image (a task names its keys' rules in TaskSpec.flip_keys):
+FLIP_RULES: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "hw": lambda a, width: np.ascontiguousarray(a[:, ::-1]),  # [H, W, ...], like the image
+    "nhw": lambda a, width: np.ascontiguousarray(a[..., ::-1]),  # [..., H, W], e.g. per-instance masks
+    "xyxy": _flip_boxes,  # [N, 4] boxes in pixels (x0, y0, x1, y1): x0, x1 -> W - x1, W - x0
+}
+
+
 @dataclass(frozen=True)
 class RandomHorizontalFlip:
-    """Mirror a sample with probability ``prob`` (one draw from ``sample["rng"]`` per call): the image and the
-    dense targets that are present (``"mask"``, ``"depth"``), and ``"boxes"`` (``[N, 4]`` xyxy in pixels, so
-    it runs before boxes are normalised): ``x0, x1 -> W - x1, W - x0``."""
+    """Mirror a sample with probability ``prob`` (one draw from ``sample["rng"]`` per call): the image, and every
+    entry present whose key a registered task declares in ``TaskSpec.flip_keys`` (dense targets, boxes), by
+    that key's rule (``FLIP_RULES``). Boxes are pixels, so it runs before boxes are normalised."""
 
     prob: float = 0.5
 
@@ -57,12 +72,10 @@ class RandomHorizontalFlip:
     def __call__(self, sample: dict) -> dict:
         if sample_rng(sample, "RandomHorizontalFlip").random() < self.prob:
             width = sample["image"].shape[1]
-            for key in ("image", "mask", "depth"):
+            sample["image"] = FLIP_RULES["hw"](sample["image"], width)
+            for key, rule in flip_rules().items():
                 if sample.get(key) is not None:
-                    sample[key] = np.ascontiguousarray(sample[key][:, ::-1])
-            if sample.get("boxes") is not None:
-                x0, y0, x1, y1 = np.asarray(sample["boxes"]).reshape(-1, 4).T
-                sample["boxes"] = np.stack([width - x1, y0, width - x0, y1], axis=1)
+                    sample[key] = FLIP_RULES[rule](sample[key], width)
         return sample
 
 

@@ -125,3 +125,10 @@ class NYUDepthV2(SeededDataset, Dataset):
         if not (depth > 0).any():
             raise ValueError(f"depth file {depth_path} has no valid pixel (all zero)")
         return {"image": image, "depth": depth, "path": str(image_path)}
+
+
+def summarize_samples(samples: list[dict], ds) -> list[str]:
+    """``tools/check_data.py``'s line about a split's depth maps: the valid range and share of valid pixels."""
+    valid = np.concatenate([s["depth"][s["depth"] > 0] for s in samples])
+    total = sum(s["depth"].size for s in samples)
+    return [f"depth {valid.min():.2f}-{valid.max():.2f} m, {valid.size / total:.0%} of pixels valid"]

@@ -11,6 +11,7 @@ from typing import Mapping
 from backbones.pvt_v2 import mit_from_hf_config, mit_from_state_dict
 from backbones.weights import RenameRules
 from tasks.common.pretrained import OriginalFormat, TaskWeights
+from tasks.common.zoo import PublishedModel
 
 # Hugging Face (decoder.stages, head.head), original GLPDepth (bot_conv, skip_conv{1,2}, fusion{k}.conv{1,2,3},
 # last_layer_depth) under any prefix (``module.``).
@@ -63,3 +64,17 @@ WEIGHTS = TaskWeights(
         ),
     ),
 )
+
+# The published checkpoints (the model zoo: short names from_pretrained accepts); the numbers are the paper's.
+PUBLISHED = {
+    "glpn-nyu": PublishedModel(
+        "vinvino02/glpn-nyu", "NYU Depth v2",
+        {"d1": 0.915, "d2": 0.988, "d3": 0.997, "abs_rel": 0.098, "rmse": 0.344, "log10": 0.042},
+        "GLPN paper (arXiv 2201.07436), Eigen crop, 0-10 m",
+    ),
+    "glpn-kitti": PublishedModel(
+        "vinvino02/glpn-kitti", "KITTI (Eigen split)",
+        {"d1": 0.967, "d2": 0.996, "d3": 0.999, "abs_rel": 0.057, "rmse": 2.297, "rmse_log": 0.086},
+        "GLPN paper (arXiv 2201.07436), Garg crop, 0-80 m",
+    ),
+}

@@ -22,6 +22,7 @@ import contextlib
 import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -130,6 +131,18 @@ class CocoDetection(SeededDataset, Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def layout_problems(self, show: int = 3) -> list[str]:
+        """What ``read`` would only find out sample by sample, looked up at once (``tools/check_data.py``): the
+        images the json names that are missing from disk."""
+        names = [info["file_name"] for info in self.coco.imgs.values()]
+        on_disk = set(os.listdir(self.images_dir))
+        missing = [n for n in names if n not in on_disk and not (self.images_dir / n).is_file()]
+        if not missing:
+            return []
+        shown = ", ".join(missing[:show]) + (f", ... and {len(missing) - show} more" if len(missing) > show else "")
+        where = f"{self.ann_file.name} are missing from {self.images_dir}"
+        return [f"{len(missing):,} of the {len(names):,} images in {where}: {shown}"]
+
     def read(self, index: int) -> dict:
         """The untransformed sample ``index``."""
         image_id = self.image_ids[index]
@@ -145,3 +158,10 @@ class CocoDetection(SeededDataset, Dataset):
         annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
         boxes, labels = coco_targets(annotations, height, width, self.remove_crowd)
         return {"image": image, "boxes": boxes, "labels": labels, "image_id": int(image_id), "orig_size": (height, width)}
+
+
+def summarize_samples(samples: list[dict], ds) -> list[str]:
+    """``tools/check_data.py``'s line about a split's boxes: per image, images without, categories seen."""
+    boxes = [len(s["boxes"]) for s in samples]
+    labels = {int(v) for s in samples for v in s["labels"]}
+    return [f"{np.mean(boxes):.1f} boxes per image ({boxes.count(0)} without), {len(labels)} categories seen"]

@@ -12,6 +12,7 @@ What ``DeformableDETR.from_pretrained`` reads (ours, Hugging Face) is declared i
 """
 from __future__ import annotations
 
+import copy
 import os
 from typing import Mapping, Sequence
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads.deformable_detr import DeformableDETRHead
-from heads.deformable_detr.ms_deform_attn import MSDeformAttn
+from heads.deformable_detr.ms_deform_attn import MSDeformAttn, set_sampler
 from tasks.common.model import TaskModel
 from tasks.common.preprocess import Preprocessing
 
@@ -135,6 +136,18 @@ class DeformableDETR(TaskModel):
         offsets = [m.sampling_offsets for m in self.modules() if isinstance(m, MSDeformAttn)]
         reference = getattr(self.head, "reference_points", None)
         return {"sampling_offsets": offsets, "reference_points": [reference] if isinstance(reference, nn.Module) else []}
+
+    def export_forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(pred_logits, pred_boxes)`` of the unpadded path: a graph cannot hold the per-size grouping that a
+        ``pixel_mask`` needs, so an exported detector takes same-sized, unpadded images (it is batch-invariant)."""
+        sources = self._project(pixel_values)
+        out = self.head(sources, [s.new_zeros(s.shape[0], *s.shape[-2:], dtype=torch.bool) for s in sources])
+        return out["pred_logits"], out["pred_boxes"]
+
+    def for_export(self, sampler: str | None = None) -> "DeformableDETR":
+        """A copy whose deformable attention samples with ``sampler`` (``"gather"``: no GridSample, for TensorRT;
+        default ``"grid_sample"``, the reference)."""
+        return set_sampler(copy.deepcopy(self), sampler or "grid_sample")
 
     def _forward_padded(self, pixel_values: torch.Tensor, sizes: list[tuple[int, int]]) -> dict:
         """One backbone call on the padded batch, as DETR and Hugging Face train: the padding mask is resized

@@ -16,6 +16,7 @@ import torch
 from backbones.pvt_v2 import pvt_v2_from_hf_config
 from backbones.weights import RenameRules
 from tasks.common.pretrained import TaskWeights, class_names_from_hf, hf_num_labels
+from tasks.common.zoo import PublishedModel
 
 # The published checkpoints' backbone: torchvision ResNet-50, frozen BN, stem and layer1 not trained.
 RESNET50_ARGS = {"norm_layer": "frozen_bn", "frozen_stages": 1}
@@ -166,3 +167,13 @@ WEIGHTS = TaskWeights(
     head_rules=HEAD_RULES,
     finish=finish,
 )
+
+# The published checkpoints (the model zoo: short names from_pretrained accepts); the numbers are the authors'.
+_DETR = "fundamentalvision/Deformable-DETR README (COCO val2017, ResNet-50, 50 epochs)"
+PUBLISHED = {
+    "deformable-detr": PublishedModel("SenseTime/deformable-detr", "COCO 2017", {"AP": 0.445}, _DETR),
+    "deformable-detr-refine": PublishedModel("SenseTime/deformable-detr-with-box-refine", "COCO 2017", {"AP": 0.462}, _DETR),
+    "deformable-detr-two-stage": PublishedModel(
+        "SenseTime/deformable-detr-with-box-refine-two-stage", "COCO 2017", {"AP": 0.469}, _DETR
+    ),
+}

@@ -144,7 +144,8 @@ class PanopticSegFormer(TaskModel):
 
     def predict(self, image: np.ndarray) -> dict:
         """``{"panoptic": int32 [H, W] segment ids (0 = VOID), "segments": [{"id", "category_id", "isthing",
-        "score"}]}`` for ``image[H, W, 3]`` uint8 RGB, at the image's size (``category_id``: ``category_ids``).
+        "score", "label"}]}`` for ``image[H, W, 3]`` uint8 RGB, at the image's size (``category_id``: the dataset's
+        id from ``category_ids``; ``label``: the contiguous class, an index into ``class_names``).
 
         Runs on anything whose call returns this model's outputs by name (an ONNX Runtime session of the exported
         network too): the merging settings come from the model's config."""

@@ -51,7 +51,8 @@ def merge(scores, labels, masks, num_things: int, size: tuple[int, int], categor
           options: MergeOptions = MergeOptions()) -> tuple[torch.Tensor, list[dict]]:
     """Steps 2-3 of the module docstring. ``masks [K, h, w]`` are resized to ``size`` (H, W); ``category_ids``
     maps a contiguous label to the dataset's category id. Returns ``(panoptic int32 [H, W], segments)`` with
-    segments ``{"id", "category_id", "isthing", "score"}``."""
+    segments ``{"id", "category_id", "isthing", "score", "label"}`` (``label``: the contiguous class, which
+    indexes the model's ``class_names``)."""
     masks = F.interpolate(masks[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
     seg = masks > 0.5
     area = seg.flatten(1).sum(1)
@@ -73,7 +74,7 @@ def merge(scores, labels, masks, num_things: int, size: tuple[int, int], categor
         segment_id = len(segments) + 1
         panoptic[mask & (panoptic == 0)] = segment_id
         segments.append({"id": segment_id, "category_id": int(category_ids[int(labels[k])]), "isthing": thing,
-                         "score": float(scores[k])})
+                         "score": float(scores[k]), "label": int(labels[k])})
     return panoptic, segments
 
 

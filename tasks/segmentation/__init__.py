@@ -1,10 +1,17 @@
 """Semantic segmentation: SegFormer on any registered backbone, ADE20K / folder datasets, mIoU."""
-from .datasets import ADE20K, ADE20K_CLASSES, ADE20K_PALETTE, SegmentationFolder
+from tasks.common.check_data import Release
+from tasks.common.registry import TaskSpec, register_task
+
+from .datasets import ADE20K, ADE20K_CLASSES, ADE20K_PALETTE, SegmentationFolder, summarize_samples
 from .evaluator import MeanIoU
 from .inference import logits_to_labels, predict, slide_logits
 from .losses import segmentation_loss
 from .model import SegFormer
+from .presets import ADE20KData, SegFormerModel
+from .task import SegmentationTask
 from .transforms import test_pipeline, train_pipeline
+from .visualize import save_prediction_png
+from .weights import PUBLISHED
 
 __all__ = [
     "ADE20K",
@@ -20,3 +27,17 @@ __all__ = [
     "test_pipeline",
     "train_pipeline",
 ]
+
+register_task(TaskSpec(
+    name="segmentation",
+    task=SegmentationTask,
+    model=SegFormer,
+    model_options=SegFormerModel,
+    picture=save_prediction_png,
+    export_outputs=("logits",),  # [B, K, H/4, W/4]
+    releases=(Release(ADE20KData, "ADE20K (SceneParse150)", (20_210, 2_000), "masks hold 0-150, 0 = other"),),
+    summarize=summarize_samples,
+    published=PUBLISHED,
+    flip_keys={"mask": "hw"},
+    predict_options=("flip",),
+))

@@ -213,3 +213,16 @@ class SegmentationFolder(_PairedFolders):
         super().__init__(pairs, class_names, reduce_zero_label=reduce_zero_label, ignore_index=ignore_index,
                          transforms=transforms)
         self.palette = distinct_palette(self.num_classes)
+
+
+def summarize_samples(samples: list[dict], ds) -> list[str]:
+    """``tools/check_data.py``'s line about a split's masks: dtype, label range, classes seen, ignored share."""
+    masks = [s["mask"] for s in samples]
+    ignore = getattr(ds, "ignore_index", 255)
+    values = np.unique(np.concatenate([np.unique(m) for m in masks]))
+    labels = values[values != ignore]
+    ignored = sum(int((m == ignore).sum()) for m in masks) / sum(m.size for m in masks)
+    text = f"labels {labels.min()}-{labels.max()}" if labels.size else "no labelled pixel"
+    if getattr(ds, "reduce_zero_label", False):
+        text += " after reduce_zero_label"
+    return [f"{masks[0].dtype} masks, {text} ({labels.size} of {ds.num_classes} classes seen), {ignored:.0%} ignored"]

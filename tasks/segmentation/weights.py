@@ -11,6 +11,7 @@ from typing import Mapping
 from backbones.pvt_v2 import mit_from_hf_config, mit_from_state_dict
 from backbones.weights import RenameRules
 from tasks.common.pretrained import OriginalFormat, TaskWeights, class_names_from_hf, hf_num_labels
+from tasks.common.zoo import PublishedModel
 
 # HF 4.x (also what transformers 5.x writes), HF 5.x in memory (linear_projections), original mmseg
 # (linear_c{n}, linear_fuse.conv/bn, linear_pred).
@@ -69,3 +70,24 @@ WEIGHTS = TaskWeights(
     ),
     unused=("decode_head.conv_seg.",),  # mmseg BaseDecodeHead's classifier, never run by SegFormer
 )
+
+# The published checkpoints (the model zoo: short names from_pretrained accepts). Hugging Face's conversions of the
+# authors' weights; the numbers are the paper's.
+_SEGFORMER = "SegFormer paper (arXiv 2105.15203), single-scale"
+_ADE = {"b0": (512, 0.374), "b1": (512, 0.422), "b2": (512, 0.465), "b3": (512, 0.494), "b4": (512, 0.503), "b5": (640, 0.510)}
+_CITYSCAPES = {"b0": 0.762, "b1": None, "b2": None, "b3": None, "b4": None, "b5": 0.824}  # variant: mIoU (None: not verified)
+PUBLISHED = {
+    **{
+        f"segformer-{v}-ade": PublishedModel(
+            f"nvidia/segformer-{v}-finetuned-ade-{crop}-{crop}", "ADE20K", {"mIoU": miou}, _SEGFORMER
+        )
+        for v, (crop, miou) in _ADE.items()
+    },
+    **{
+        f"segformer-{v}-cityscapes": PublishedModel(
+            f"nvidia/segformer-{v}-finetuned-cityscapes-1024-1024", "Cityscapes",
+            {"mIoU": miou} if miou is not None else {}, _SEGFORMER if miou is not None else "",
+        )
+        for v, miou in _CITYSCAPES.items()
+    },
+}

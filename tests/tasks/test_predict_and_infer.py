@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks import TASK_MODELS, checkpoint_task, load_pretrained
+from tasks import checkpoint_task, get_task_spec, load_pretrained
 from tasks.depth import GLPN
 from tasks.detection import DeformableDETR
 from tasks.infer import infer_images, output_names
@@ -73,7 +73,7 @@ def test_checkpoint_alone_is_enough(task, tmp_path):
     torch.save({"model": model.state_dict(), "meta": {"task": task, "model": model.config}}, tmp_path / "best.pth")
     assert checkpoint_task(tmp_path / "best.pth") == task
     loaded = load_pretrained(tmp_path / "best.pth")
-    assert type(loaded) is TASK_MODELS[task] and loaded.preprocessing == model.preprocessing
+    assert type(loaded) is get_task_spec(task).model and loaded.preprocessing == model.preprocessing
     assert loaded.class_names == model.class_names
     a, b = model.predict(_image()), loaded.predict(_image())
     if task == "detection":

@@ -11,7 +11,7 @@ pytest.importorskip("timm")
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
 
 
-@pytest.mark.parametrize("suite", ["backbone", "segformer", "glpn", "detr", "msda", "train", "classification"])
+@pytest.mark.parametrize("suite", ["backbone", "segformer", "glpn", "detr", "msda", "train", "classifier"])
 def test_quick_suite(suite):
     result = subprocess.run([sys.executable, str(TOOL), suite, "--quick"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]

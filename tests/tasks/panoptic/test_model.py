@@ -72,8 +72,8 @@ def test_predict_format_and_category_ids(model):
     ids = {s["id"] for s in result["segments"]}
     assert set(np.unique(result["panoptic"]).tolist()) - {0} == ids
     for s in result["segments"]:
-        assert set(s) == {"id", "category_id", "isthing", "score"}
-        assert s["category_id"] in (1, 2, 5, 10, 11) and s["isthing"] == (s["category_id"] in (1, 2, 5))
+        assert set(s) == {"id", "category_id", "isthing", "score", "label"}
+        assert s["category_id"] == (1, 2, 5, 10, 11)[s["label"]] and s["isthing"] == (s["category_id"] in (1, 2, 5))
 
 
 def test_config_rebuilds_the_model(model):

@@ -1,0 +1,162 @@
+"""The task registry: each task package declares one ``TaskSpec`` and registers it; shared code looks it up.
+
+A task is one package under ``tasks/`` (or anywhere importable). Its ``__init__.py`` ends with::
+
+    register_task(TaskSpec(
+        name="segmentation",                      # the config's ``task`` and the checkpoint's meta["task"]
+        task=SegmentationTask,                    # the engine's class (tasks.common.task.Task)
+        model=SegFormer,                          # the TaskModel subclass (from_pretrained, predict, export)
+        model_options=SegFormerModel,             # the config's model section (a dataclass)
+        picture=save_prediction_png,              # tools/infer.py's picture of model.predict(image)
+        export_outputs=("logits",),               # ONNX output names, in the order model.export_forward returns
+        releases=(Release(ADE20KData, "ADE20K (SceneParse150)", (20_210, 2_000), "..."),),  # check_data
+        summarize=summarize_samples,              # check_data's per-split "sizes and targets" column
+        published=PUBLISHED,                      # short name -> PublishedModel (the model zoo)
+        flip_keys={"mask": "hw"},                 # sample keys mirrored with the image (RandomHorizontalFlip)
+        predict_options=("flip",),                # tools/infer.py options passed to model.predict
+    ))
+
+and ``tasks/__init__.py`` imports the package (one line). That is all adding a task takes: no table keyed
+by task names elsewhere, no ``if task == ...`` in shared code.
+
+Fields (all but ``name``, ``task`` and ``model`` optional):
+
+- ``name``: the task's name, written in configs (``Config.task``), checkpoints and ONNX metadata.
+- ``task``: the ``Task`` subclass the engine drives; its ``data_types`` are the config's data sections.
+- ``model``: the ``TaskModel`` subclass; ``model.task`` must equal ``name``. Its ``from_pretrained`` reads
+  checkpoints, its ``predict`` takes a raw image, its ``export_forward`` / ``for_export`` shape the ONNX graph.
+- ``model_options``: the dataclass of the config's model section; ``TaskModel.build`` checks it against the
+  model's constructor (``model.options_not_passed`` names the fields that are not constructor arguments).
+- ``picture``: ``picture(path, image, prediction, *, class_names, **options)`` writes one PNG (tools/infer.py).
+- ``export_outputs``: the ONNX graph's output names; ``model.export_forward(pixel_values)`` returns a tuple of
+  tensors in this order. One output: an ONNX-backed predictor returns that tensor; several: a dict by name.
+- ``releases``: ``tasks.common.check_data.Release`` entries: the official datasets (data section class, counts
+  per split, contents) that ``tools/check_data.py`` compares a dataset on disk with.
+- ``summarize``: ``summarize(samples, dataset) -> list[str]``: what the untransformed samples' targets hold
+  (check_data's table; the image sizes are shared).
+- ``published``: ``{short name: tasks.common.zoo.PublishedModel}``, names ``from_pretrained`` accepts.
+- ``flip_keys``: ``{sample key: rule}`` mirrored with the image by ``RandomHorizontalFlip``; rules are those of
+  ``tasks.common.transforms.FLIP_RULES`` (``"hw"``: an ``[H, W, ...]`` array; ``"nhw"``: ``[..., H, W]``;
+  ``"xyxy"``: ``[N, 4]`` boxes in pixels). Two tasks declaring one key with different rules is an error.
+- ``predict_options`` / ``picture_options``: the ``tools/infer.py`` options (``flip``, ``threshold``) this task
+  passes to ``model.predict`` / to ``picture``; an option the task does not take is refused in one line.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from .check_data import Release
+    from .zoo import PublishedModel
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the shared code and the tools need from one task (see the module docstring)."""
+
+    name: str
+    task: type
+    model: type
+    model_options: type | None = None
+    picture: Callable[..., None] | None = None
+    export_outputs: tuple[str, ...] = ()
+    releases: tuple["Release", ...] = ()
+    summarize: Callable[[list, Any], list[str]] | None = None
+    published: Mapping[str, "PublishedModel"] = field(default_factory=dict)
+    flip_keys: Mapping[str, str] = field(default_factory=dict)
+    predict_options: tuple[str, ...] = ()
+    picture_options: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        from .transforms import FLIP_RULES
+
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"TaskSpec.name must be an identifier-like str, got {self.name!r}")
+        for attr in ("task", "model"):
+            if not isinstance(getattr(self, attr), type):
+                raise TypeError(f"TaskSpec({self.name!r}).{attr} must be a class, got {getattr(self, attr)!r}")
+        if getattr(self.model, "task", None) != self.name:
+            raise ValueError(
+                f"TaskSpec({self.name!r}): {self.model.__name__}.task is {getattr(self.model, 'task', None)!r}, "
+                f"expected {self.name!r}"
+            )
+        object.__setattr__(self, "export_outputs", tuple(self.export_outputs))
+        object.__setattr__(self, "releases", tuple(self.releases))
+        object.__setattr__(self, "published", MappingProxyType(dict(self.published)))
+        object.__setattr__(self, "flip_keys", MappingProxyType(dict(self.flip_keys)))
+        unknown = {k: r for k, r in self.flip_keys.items() if r not in FLIP_RULES}
+        if unknown:
+            raise ValueError(f"TaskSpec({self.name!r}).flip_keys: unknown rules {unknown}; known: {', '.join(FLIP_RULES)}")
+
+    @property
+    def data_options(self) -> tuple[type, ...]:
+        """The config's data sections this task reads (its ``Task.data_types``)."""
+        return tuple(getattr(self.task, "data_types", ()))
+
+
+_SPECS: dict[str, TaskSpec] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add ``spec`` to the registry; a duplicate name, short name or conflicting flip key is a ValueError."""
+    if not isinstance(spec, TaskSpec):
+        raise TypeError(f"register_task: expected a TaskSpec, got {type(spec).__name__}")
+    if spec.name in _SPECS:
+        raise ValueError(f"register_task: a task named {spec.name!r} is already registered")
+    for other in _SPECS.values():
+        taken = sorted(set(spec.published) & set(other.published))
+        if taken:
+            raise ValueError(f"register_task({spec.name!r}): short names {', '.join(taken)} are {other.name}'s already")
+        for key, rule in spec.flip_keys.items():
+            if other.flip_keys.get(key, rule) != rule:
+                raise ValueError(
+                    f"register_task({spec.name!r}): flip key {key!r} is {rule!r} here but {other.flip_keys[key]!r} "
+                    f"in {other.name}"
+                )
+    _SPECS[spec.name] = spec
+    return spec
+
+
+def unregister_task(name: str) -> None:
+    """Remove a task (for tests that register a throw-away one)."""
+    _SPECS.pop(name, None)
+
+
+def get_task_spec(name: str) -> TaskSpec:
+    """The spec registered as ``name``; an unknown name is a ValueError listing the registered ones."""
+    if name not in _SPECS:
+        raise ValueError(f"unknown task {name!r}; registered: {', '.join(list_tasks())}")
+    return _SPECS[name]
+
+
+def list_tasks() -> list[str]:
+    return sorted(_SPECS)
+
+
+def task_specs() -> list[TaskSpec]:
+    """Every registered spec, in registration order."""
+    return list(_SPECS.values())
+
+
+def import_task(name: str, module: object) -> bool:
+    """Import ``module``, the module that defines task ``name``'s model (stored as ``meta["module"]`` in our
+    checkpoints and ONNX files), so a task defined outside ``tasks/`` loads from its checkpoint alone; True if
+    ``name`` is then registered. Nothing is imported for a registered task, and only a dotted module name
+    importable from ``sys.path`` is (never a file path): a checkpoint can only pick code that is installed."""
+    if name in _SPECS:
+        return True
+    if not isinstance(module, str) or not all(part.isidentifier() for part in module.split(".")):
+        return False
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return name in _SPECS
+
+
+def flip_rules() -> dict[str, str]:
+    """``{sample key: flip rule}`` over every registered task (``RandomHorizontalFlip``)."""
+    return {key: rule for spec in _SPECS.values() for key, rule in spec.flip_keys.items()}
