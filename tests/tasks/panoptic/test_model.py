@@ -90,3 +90,18 @@ def test_bad_arguments():
         PanopticSegFormer("pvt_v2_b0", 3, 0, **SMALL)
     with pytest.raises(ValueError, match="merge"):
         PanopticSegFormer("pvt_v2_b0", 3, 2, merge={"overlap": 0.1}, **SMALL)
+
+
+@pytest.mark.slow
+def test_onnx_export_and_predict_from_onnx(model, tmp_path):
+    """tools/export.py's path: the network up to the merging with dynamic sizes, checked by ONNX Runtime at two
+    other sizes; predict through the ONNX file merges its outputs into the same panoptic map."""
+    pytest.importorskip("onnxruntime")
+    from tasks.common.export import export_onnx, load_onnx_predictor
+
+    exported = export_onnx(model, tmp_path / "panoptic.onnx", height=96, width=128)
+    assert exported.outputs == ("pred_logits", "pred_boxes", "thing_masks", "stuff_masks", "stuff_logits")
+    image = (np.random.default_rng(1).random((70, 90, 3)) * 255).astype(np.uint8)
+    ours, theirs = model.predict(image), load_onnx_predictor(exported.path).predict(image)
+    assert np.array_equal(ours["panoptic"], theirs["panoptic"])
+    assert [s["category_id"] for s in ours["segments"]] == [s["category_id"] for s in theirs["segments"]]
