@@ -107,19 +107,6 @@ def finish(out: dict, origin: dict, model) -> None:
         del out[key], origin[key]
 
 
-# The authors' releases (their README; COCO val2017 PQ as a fraction). The files are GitHub release assets, not
-# Hugging Face repositories, so no short name resolves to them: download one and pass its path to from_pretrained.
-_RELEASES = "https://github.com/zhiqi-li/Panoptic-SegFormer/releases/download/v1.0"
-AUTHORS_RELEASES = {
-    "panoptic-segformer-pvtv2-b5-coco": dict(url=f"{_RELEASES}/panoptic_segformer_pvtv2b5_2x.pth", backbone="pvt_v2_b5",
-                                             schedule="24 epochs", PQ=0.556),
-    "panoptic-segformer-r50-1x-coco": dict(url=f"{_RELEASES}/panoptic_segformer_r50_1x.pth", backbone="resnet50",
-                                           schedule="12 epochs", PQ=0.480),
-    "panoptic-segformer-r50-2x-coco": dict(url=f"{_RELEASES}/panoptic_segformer_r50_2x.pth", backbone="resnet50",
-                                           schedule="24 epochs", PQ=0.496),
-}
-
-
 def _no_hf_config(cfg: Mapping, source) -> dict:
     raise ValueError(f"{source}: Hugging Face has no Panoptic SegFormer class; expected our checkpoint or the authors' release")
 
