@@ -65,8 +65,8 @@ class MaskAttention(nn.Module):
         (h1, w1), (h2, w2), (h3, w3) = shapes
         l1, l2, l3 = logits.split([h1 * w1, h2 * w2, h3 * w3], dim=2)
         maps = [self.linear_l1(l1)]
-        for linear, (hh, ww) in ((self.linear_l2, (h2, w2)), (self.linear_l3, (h3, w3))):
-            x = linear(l3 if linear is self.linear_l3 else l2).permute(0, 1, 3, 2).reshape(B * N, h, hh, ww)
+        for x, linear, (hh, ww) in ((l2, self.linear_l2, (h2, w2)), (l3, self.linear_l3, (h3, w3))):
+            x = linear(x).permute(0, 1, 3, 2).reshape(B * N, h, hh, ww)
             x = F.interpolate(x, size=(h1, w1), mode="bilinear", align_corners=False)
             maps.append(x.reshape(B, N, h, h1 * w1).permute(0, 1, 3, 2))
         return self.linear(torch.cat(maps, -1)).view(B, N, h1, w1)
@@ -128,8 +128,9 @@ class PanopticSegFormerHead(nn.Module):
     ``detr`` is Deformable DETR's head (4 levels, box refinement, 2-d reference points, thing classes only);
     its outputs (``pred_logits[B, Q, T]``, ``pred_boxes[B, Q, 4]``, ``aux_outputs``) are passed through. Then:
 
-    - thing masks: the last location-decoder outputs (no query position) of the queries ``select(pred_logits,
-      pred_boxes)`` returns (a list of B index tensors; None: all Q) go through ``things_mask_head``:
+    - thing masks: the last location-decoder outputs (no query position) of the queries ``select(outputs)``
+      returns (given the location decoder's outputs above; a list of B index tensors; None: all Q) go through
+      ``things_mask_head``:
       ``thing_index[B, N]`` (query per row, -1 on padding rows), ``thing_masks[B, N, H1, W1]`` (final) and
       ``thing_aux_masks`` (one per layer);
     - stuff: one query per stuff class (``stuff_query``: [query | position]) through ``stuff_mask_head``:
