@@ -71,3 +71,20 @@ def test_class_counts_must_match_the_data(task):
             task.build_model()
     finally:
         task.cfg.model.num_stuff_classes = 3
+
+
+@pytest.mark.slow
+def test_toy_config_reaches_pq(tmp_path):
+    """The whole toy command (data writing, 200 iterations, two evaluations) reaches PQ >= 0.5."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    cmd = [sys.executable, str(root / "tools" / "train.py"), str(root / "configs" / "panoptic_segformer_pvt_b0_toy.py"),
+           "--work-dir", str(tmp_path), "--cfg-options", f"data.root={tmp_path / 'data'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["iteration"] == 200
+    assert metrics["PQ"] >= 0.5, metrics
