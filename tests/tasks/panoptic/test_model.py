@@ -105,3 +105,24 @@ def test_onnx_export_and_predict_from_onnx(model, tmp_path):
     ours, theirs = model.predict(image), load_onnx_predictor(exported.path).predict(image)
     assert np.array_equal(ours["panoptic"], theirs["panoptic"])
     assert [s["category_id"] for s in ours["segments"]] == [s["category_id"] for s in theirs["segments"]]
+
+
+def test_training_step_without_things():
+    """An image with stuff only: the query filter keeps no query, the thing terms are 0 and every parameter of the
+    mask decoders still takes part in the graph (DistributedDataParallel needs that)."""
+    from tasks.panoptic import PanopticCriterion
+
+    torch.manual_seed(0)
+    model = PanopticSegFormer("pvt_v2_b0", 3, 2, **SMALL).train()
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, :32], masks[1, 32:] = True, True
+    targets = [{"labels": torch.tensor([3, 4]), "masks": masks, "boxes": torch.tensor([[0.5, 0.25, 1, 0.5], [0.5, 0.75, 1, 0.5]])}]
+    criterion = PanopticCriterion(3, 2)
+    selector = criterion.selector(targets)
+    out = model(torch.randn(1, 3, 64, 64), select=selector)
+    assert out["thing_masks"].shape[:2] == (1, 0)
+    losses = criterion(out, targets, selector)
+    assert float(losses["loss_mask_things"].detach()) == 0 and float(losses["things_ratio"]) == pytest.approx(1 / 3)
+    losses["loss"].backward()
+    unused = [n for n, p in model.head.named_parameters() if p.grad is None]
+    assert not [n for n in unused if "mask_head" in n], unused
