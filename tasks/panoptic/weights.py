@@ -4,7 +4,8 @@
 The backbone converts its own keys (PVTv2 in the original whai362 names, or torchvision's ResNet-50, under
 ``backbone.``); the rules below rename the neck and ``bbox_head`` keys, including the older names the authors'
 loader renames (``.mask_head.`` → things, ``.mask_head2.`` → stuff, ``.cls_branches2.``) and a ``module.``
-prefix. ``cls_thing_branches`` and ``reg_branches2`` exist in the release but their losses are multiplied by 0
+prefix. A release with 80 thing and 53 stuff classes predicts COCO panoptic's category ids (``COCO_PANOPTIC_IDS``).
+``cls_thing_branches`` and ``reg_branches2`` exist in the release but their losses are multiplied by 0
 and inference never runs them: they are dropped. The architecture is read from the weights' shapes.
 """
 from __future__ import annotations
@@ -19,6 +20,35 @@ from backbones.weights import RenameRules
 from tasks.common.pretrained import OriginalFormat, TaskWeights
 
 RESNET50_ARGS = {"norm_layer": "frozen_bn", "frozen_stages": 1}  # the authors' ResNet-50 (frozen BN, stage1 frozen)
+
+# COCO panoptic's 133 categories in the authors' label order (panopticapi's panoptic_coco_categories.json: things
+# 1-90 then stuff 92-200, by id): what a release with 80 + 53 classes predicts.
+COCO_PANOPTIC_IDS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33,
+    34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61,
+    62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90, 92, 93, 95,
+    100, 107, 109, 112, 118, 119, 122, 125, 128, 130, 133, 138, 141, 144, 145, 147, 148, 149, 151, 154, 155,
+    156, 159, 161, 166, 168, 171, 175, 176, 177, 178, 180, 181, 184, 185, 186, 187, 188, 189, 190, 191, 192,
+    193, 194, 195, 196, 197, 198, 199, 200,
+)
+COCO_PANOPTIC_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush", "banner", "blanket", "bridge", "cardboard", "counter", "curtain",
+    "door-stuff", "floor-wood", "flower", "fruit", "gravel", "house", "light", "mirror-stuff", "net", "pillow",
+    "platform", "playingfield", "railroad", "river", "road", "roof", "sand", "sea", "shelf", "snow", "stairs",
+    "tent", "towel", "wall-brick", "wall-stone", "wall-tile", "wall-wood", "water-other", "window-blind",
+    "window-other", "tree-merged", "fence-merged", "ceiling-merged", "sky-other-merged", "cabinet-merged",
+    "table-merged", "floor-other-merged", "pavement-merged", "mountain-merged", "grass-merged", "dirt-merged",
+    "paper-merged", "food-other-merged", "building-other-merged", "rock-merged", "wall-other-merged",
+    "rug-merged",
+)
 
 _H = "bbox_head."
 _T = r"bbox_head\.transformer\."
@@ -84,8 +114,10 @@ def config_from_release(state_dict: Mapping, meta) -> dict:
     else:
         arch = arch_from_state_dict({k: v for k, v in sd.items() if k.startswith("backbone.")})
         backbone, backbone_args = variant_for(arch)
+    coco = (num_things, num_stuff) == (80, 53)
     names = (meta or {}).get("CLASSES") if isinstance(meta, Mapping) else None
     names = tuple(names) if names is not None and len(names) == num_things + num_stuff else None
+    names = COCO_PANOPTIC_NAMES if names is None and coco else names
     return dict(
         backbone=backbone, backbone_args=backbone_args,
         num_things_classes=num_things, num_stuff_classes=num_stuff,
@@ -95,7 +127,7 @@ def config_from_release(state_dict: Mapping, meta) -> dict:
         dim_feedforward=sd[f"{_H}transformer.encoder.layers.0.ffns.0.layers.0.0.weight"].shape[0], n_points=points,
         thing_mask_layers=_count(sd, rf"^bbox_head\.{things}\.blocks\.(\d+)\."),
         stuff_mask_layers=_count(sd, rf"^bbox_head\.{stuff}\.blocks\.(\d+)\."),
-        class_names=names,
+        class_names=names, category_ids=COCO_PANOPTIC_IDS if coco else None,
     )
 
 

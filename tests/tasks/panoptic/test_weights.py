@@ -215,3 +215,24 @@ def test_authors_resnet50_release_loads(tmp_path):
     assert model.config["backbone"] == "resnet50" and model.config["backbone_args"]["norm_layer"] == "frozen_bn"
     torch.testing.assert_close(model.backbone.stage3[0].conv1.weight, sd["backbone.layer3.0.conv1.weight"])
     torch.testing.assert_close(model.head.detr.input_proj[2][0].weight, sd["neck.convs.2.conv.weight"])
+
+
+def test_coco_category_table_is_panopticapis():
+    """The release's labels are panopticapi's categories in file order (things first); a COCO-sized release
+    predicts their ids."""
+    import json
+    from pathlib import Path
+
+    from tasks.panoptic.weights import COCO_PANOPTIC_IDS, COCO_PANOPTIC_NAMES, config_from_release
+
+    path = Path(__file__).resolve().parents[2] / "data" / "panoptic_sample" / "panoptic_coco_categories.json"
+    categories = json.loads(path.read_text())
+    assert COCO_PANOPTIC_IDS == tuple(c["id"] for c in categories)
+    assert COCO_PANOPTIC_NAMES == tuple(c["name"] for c in categories)
+    assert [c["isthing"] for c in categories] == [1] * 80 + [0] * 53
+    sd = {k: v for k, v in authors_state_dict(False).items()}
+    sd["bbox_head.stuff_query.weight"] = torch.zeros(53, 2 * C)
+    for n in range(DEC):
+        sd[f"bbox_head.cls_branches.{n}.weight"] = torch.zeros(80, C)
+    config = config_from_release(sd, {})
+    assert config["category_ids"] == COCO_PANOPTIC_IDS and config["class_names"][-1] == "rug-merged"
