@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .common.pretrained import Checkpoint, open_checkpoint
-from .common.registry import TaskSpec, get_task_spec, import_task, list_tasks, register_task, task_specs
+from .common.registry import TaskSpec, build_task, get_task_spec, import_task, list_tasks, register_task, task_specs
 
 from . import segmentation  # noqa: E402,F401  (each import registers its task)
 from . import depth  # noqa: E402,F401
@@ -20,12 +20,9 @@ from . import detection  # noqa: E402,F401
 from . import classification  # noqa: E402,F401
 from . import panoptic  # noqa: E402,F401
 
+get_task = build_task  # the engine's task object for a config
+
 __all__ = ["TaskSpec", "checkpoint_task", "get_task", "get_task_spec", "list_tasks", "load_pretrained", "register_task"]
-
-
-def get_task(cfg):
-    """The engine's task object for a config (chosen by ``cfg.task``, a registered task's name)."""
-    return get_task_spec(cfg.task).task(cfg)
 
 
 def checkpoint_task(path) -> str:

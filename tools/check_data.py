@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from tasks.common.check_data import check_data
-from tasks.common.config import ConfigError, apply_options, load_config
+from tasks.common.cli import config_and_task, run
 
 
 def _samples(text: str) -> int | None:
@@ -30,14 +30,14 @@ def main(argv=None) -> int:
                         help="samples decoded per split, evenly spread (0: layout only; 'all': every file)")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    try:
-        cfg = apply_options(load_config(args.config), args.cfg_options)
-        report = check_data(cfg, args.samples)
-    except (ConfigError, ValueError, TypeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(report.table())
-    return 0 if report.ok else 1
+
+    def check() -> int:
+        cfg, task = config_and_task(args.config, args.cfg_options)  # the same start-up as every tool
+        report = check_data(cfg, args.samples, task)
+        print(report.table())
+        return 0 if report.ok else 1
+
+    return run(check)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ See ``tasks/common/export.py`` for the exporter choice and the graph's inputs an
 import argparse
 import sys
 
+from tasks.common.cli import run
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Export a model to ONNX and check it with ONNX Runtime.")
@@ -25,7 +27,8 @@ def main(argv=None) -> int:
     parser.add_argument("--backbone", default=None, metavar="NAME", help="export a bare backbone of this name")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest ONNX vs PyTorch difference")
     args = parser.parse_args(argv)
-    try:
+
+    def export() -> int:
         from tasks.common.export import export_onnx, require
 
         require("onnx", "onnxruntime", "onnxscript")
@@ -33,12 +36,11 @@ def main(argv=None) -> int:
         height, width = _size(model, args.height, args.width)
         sampler = "gather" if args.no_grid_sample else None
         exported = export_onnx(model, args.output, height=height, width=width, opset=args.opset, sampler=sampler,
-                           tolerance=args.tolerance)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(exported)
-    return 0
+                               tolerance=args.tolerance)
+        print(exported)
+        return 0
+
+    return run(export)
 
 
 def _load(checkpoint: str, backbone: str | None):

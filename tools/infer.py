@@ -13,6 +13,8 @@ code is 1 when any image failed.
 import argparse
 import sys
 
+from tasks.common.cli import error, run
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Predict on images and write PNGs.")
@@ -25,7 +27,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.onnx is not None and args.checkpoint is not None:
         args.images.insert(0, args.checkpoint)  # with --onnx every positional argument is an image
-    try:
+
+    def infer() -> int:
         from tasks import load_pretrained
         from tasks.infer import infer_images, task_options
 
@@ -41,14 +44,13 @@ def main(argv=None) -> int:
         predict, picture = task_options(predictor.task, {k: v for k, v in given.items() if v is not None})
         written, failures = infer_images(predictor, args.images, args.out, predict_options=predict,
                                          picture_options=picture)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    for failure in failures:
-        print(f"error: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+        for path in written:
+            print(path)
+        for failure in failures:
+            error(failure)
+        return 1 if failures else 0
+
+    return run(infer)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from tasks import get_task
 from tasks.common.checkpoint import WriteError
-from tasks.common.config import ConfigError, apply_options, load_config, source_line
+from tasks.common.cli import config_and_task, run, work_dir
+from tasks.common.config import ConfigError
 from tasks.common.distributed import cleanup
 from tasks.common.engine import NonFiniteLoss, fit
 
@@ -33,35 +33,25 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.resume is not None and args.restart:
         parser.error("--resume continues a run and --restart starts a new one; give one of them")
-    work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
-    try:
-        cfg = apply_options(load_config(args.config), args.cfg_options)
-        try:
-            task = get_task(cfg)
-        except (ValueError, TypeError) as e:  # e.g. a misspelt task name: point at its line
-            where = source_line(args.config, str(cfg.task)) if repr(cfg.task) in str(e) else args.config
-            raise ConfigError(f"{where}: {e}") from e
+    out = work_dir(args.config, args.work_dir)
+
+    def train() -> int:
+        cfg, task = config_and_task(args.config, args.cfg_options)
         resume = None
         if args.resume is not None:
-            resume = work_dir / "last.pth" if args.resume == "last" else Path(args.resume)
+            resume = out / "last.pth" if args.resume == "last" else Path(args.resume)
             if not resume.is_file():
                 raise ConfigError(f"--resume: no checkpoint at {resume}")
-        result = fit(task, cfg, work_dir, resume=resume, restart=args.restart)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (NonFiniteLoss, WriteError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        cleanup()
-    if result["stopped"]:
-        print(f"stopped at iteration {result['iteration']}; checkpoint saved. Continue with --resume.")
-        return 130
-    if result["metrics"] is not None:
-        print(task.metrics_table(result["metrics"]))
-    print(f"done: {result['iteration']} iterations; outputs in {work_dir}")
-    return 0
+        result = fit(task, cfg, out, resume=resume, restart=args.restart)
+        if result["stopped"]:
+            print(f"stopped at iteration {result['iteration']}; checkpoint saved. Continue with --resume.")
+            return 130
+        if result["metrics"] is not None:
+            print(task.metrics_table(result["metrics"]))
+        print(f"done: {result['iteration']} iterations; outputs in {out}")
+        return 0
+
+    return run(train, mistakes=(ConfigError, FileNotFoundError), failures=(NonFiniteLoss, WriteError), cleanup=cleanup)
 
 
 if __name__ == "__main__":

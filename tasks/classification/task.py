@@ -97,10 +97,7 @@ class ClassificationTask(Task):
         ))
 
     def val_dataset(self):
-        d = self.cfg.data
-        return self._dataset("val", EvalTransform(
-            d.input_size, resize=d.test_resize, crop_pct=d.crop_pct, interpolation=d.interpolation, mean=d.mean, std=d.std,
-        ))
+        return self._dataset("val", EvalTransform.from_preprocessing(self.eval_preprocessing()))
 
     def collate(self, samples: list[dict]) -> dict:
         if "mix_seed" not in samples[0]:

@@ -101,16 +101,28 @@ class EvalTransform:
         if not 0 < crop_pct <= 1:
             raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
         self.size, self.resize, self.crop_pct = size, resize, crop_pct
+        self.short = int(size / crop_pct)  # short_side_crop: the short side before the centre crop
         self.interpolation = _interpolation(interpolation, _PIL_INTERPOLATION)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    @classmethod
+    def from_preprocessing(cls, p) -> "EvalTransform":
+        """The transform that a model's ``Preprocessing`` (``short_side_crop`` or ``fixed``) describes."""
+        if p.resize == "short_side_crop":
+            out = cls(p.size[1], resize=p.resize, interpolation=p.interpolation, mean=p.mean, std=p.std)
+            out.short = p.size[0]
+            return out
+        if p.resize == "fixed" and p.size[0] == p.size[1]:
+            return cls(p.size[0], resize=p.resize, interpolation=p.interpolation, mean=p.mean, std=p.std)
+        raise ValueError(f"classification evaluation needs a short_side_crop or square fixed resize, got {p.resize} {p.size}")
 
     def resized(self, image: np.ndarray) -> np.ndarray:
         """``uint8 [size, size, 3]``: the resize and crop alone (PIL, as DeiT's torchvision-on-PIL code)."""
         pil = Image.fromarray(image)
         if self.resize == "fixed":
             return np.array(pil.resize((self.size, self.size), self.interpolation))
-        short = int(self.size / self.crop_pct)
+        short = self.short
         w, h = pil.size
         # torchvision's Resize(int) rule: the short side becomes `short`, the long side int(short * long / short_side)
         new = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)

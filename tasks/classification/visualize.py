@@ -7,6 +7,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from tasks.common.images import check_image
+
 _PANEL_WIDTH = 360
 _ROW = 44
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -19,8 +21,7 @@ def render_classification(image: np.ndarray, probs, class_names: Sequence[str] |
     ``probs``: ``[K]`` probabilities (``ImageClassifier.predict``); ``class_names``: K names or None
     (then ``class <k>``). Only the first synonym of a name is drawn (ImageNet's ``"tench, Tinca tinca"``)."""
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise TypeError(f"image must be an HxWx3 uint8 RGB np.ndarray, got {getattr(image, 'shape', type(image).__name__)}")
+    check_image(image)
     if class_names is not None and len(class_names) != len(probs):
         raise ValueError(f"{len(class_names)} class names for {len(probs)} probabilities")
     order = np.argsort(-probs, kind="stable")[:top]

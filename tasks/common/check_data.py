@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from .registry import get_task_spec, list_tasks
+from .registry import build_task, get_task_spec, list_tasks
 
 _SHOW = 3  # problems listed per kind before "... and N more"
 
@@ -191,10 +191,10 @@ def summarize(samples: list[dict], ds, targets=None) -> str:
     return "; ".join(parts)
 
 
-def check_data(cfg, samples: int | None = 100) -> DataCheck:
+def check_data(cfg, samples: int | None = 100, task=None) -> DataCheck:
     """The whole check for a config: layout, then ``samples`` decoded samples per split (0: layout only)."""
     spec = get_task_spec(cfg.task)
-    datasets = build_datasets(spec.task(cfg))
+    datasets = build_datasets(task if task is not None else build_task(cfg))
     check = check_layout(cfg, datasets)
     if samples != 0:
         check_samples(check, datasets, samples, spec)

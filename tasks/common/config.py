@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 import runpy
 import traceback
 import types
@@ -95,7 +96,7 @@ def load_config(path: str | Path) -> Config:
     except SyntaxError as e:
         raise ConfigError(f"{p}, line {e.lineno}: {e.msg}") from e
     except Exception as e:  # a bad import, a typo in a name or argument: say where in the config file
-        raise ConfigError(f"{_where(p, e)}: {type(e).__name__}: {e}") from e
+        raise ConfigError(f"{_where(p, e)}: {type(e).__name__}: {e}{_valid_fields(p, e)}") from e
     cfg = namespace.get("config")
     if not isinstance(cfg, Config):
         raise ConfigError(f"{p} must define `config = Config(...)`, found {type(cfg).__name__}")
@@ -109,6 +110,19 @@ def _where(path: Path, error: BaseException) -> str:
         if Path(frame.f_code.co_filename).resolve() == path.resolve():
             line = lineno
     return f"{path}, line {line}" if line else str(path)
+
+
+def _valid_fields(path: Path, error: BaseException) -> str:
+    """``; valid: a, b, ...`` when ``error`` is a dataclass called with an unknown keyword in the config file."""
+    match = re.match(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'", str(error))
+    if not isinstance(error, TypeError) or match is None:
+        return ""
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        if Path(frame.f_code.co_filename).resolve() == path.resolve():
+            cls = frame.f_globals.get(match.group(1))
+            if dataclasses.is_dataclass(cls):
+                return f"; valid: {', '.join(f.name for f in dataclasses.fields(cls))}"
+    return ""
 
 
 def source_line(path: str | Path, value: str) -> str:

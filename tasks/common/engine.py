@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .check_data import preflight
 from .config import Config, ConfigError, to_dict, validate
-from .data import ShardSampler, TrainSampler
+from .samplers import ShardSampler, TrainSampler
 from .distributed import (
     DistInfo,
     all_gather_objects,
@@ -362,6 +362,12 @@ def _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, b
     barrier()
 
 
+def _differences(config, model) -> str:
+    """``mean=(...) (checkpoint: (...)), size=...``: the fields where two preprocessings differ."""
+    ours, theirs = config.to_dict(), model.to_dict()
+    return ", ".join(f"{k}={ours[k]} (checkpoint: {theirs[k]})" for k in ours if ours[k] != theirs[k])
+
+
 def evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: str | Path) -> dict:
     """Evaluate a checkpoint on the config's validation set; writes ``test_metrics.json`` in ``work_dir``."""
     info = init_distributed(cfg.runtime.device)
@@ -370,6 +376,11 @@ def evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: str
     except (RuntimeError, KeyError, EOFError) as e:  # what torch raises for a file it cannot parse
         raise ValueError(f"cannot load {checkpoint}: {e}") from e
     model = model.to(info.device)
+    described = task.preprocessing()
+    if described is not None and model.preprocessing != described and info.is_main:
+        print(f"note: the config's data section describes preprocessing {_differences(described, model.preprocessing)}; "
+              f"evaluating with the checkpoint's own")
+    task.model_preprocessing = model.preprocessing
     metrics = evaluate(task, model, _val_loader(task, cfg, info), info.device)
     if info.is_main:
         Path(work_dir).mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,15 @@ _COLOUR = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 PathLike = Union[str, Path]
 
 
+def check_image(image, who: str = "image") -> np.ndarray:
+    """A raw image as every ``predict``, picture and image transform takes it: ``np.ndarray`` uint8 ``[H, W, 3]``
+    RGB; anything else is a TypeError naming ``who``. Returns ``image``."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise TypeError(f"{who} must be an HxWx3 uint8 RGB np.ndarray (uint8 [H, W, 3]), got {got}")
+    return image
+
+
 def read_image(path: PathLike) -> np.ndarray:
     """``uint8 [H, W, 3]`` RGB (grey images are repeated to three channels, alpha is dropped)."""
     image = _decode(path, _COLOUR, "image file")

@@ -38,6 +38,9 @@ class TaskModel(nn.Module):
     weights_spec: ClassVar[TaskWeights]
     default_preprocessing: ClassVar[Preprocessing]
     default_backbone_args: ClassVar[Mapping[str, Mapping]] = {}
+    # Fields of the config's model section that are not constructor arguments, read elsewhere: ``weights`` (the
+    # whole model's initial checkpoint) and whatever the task reads itself (e.g. loss coefficients).
+    options_not_passed: ClassVar[tuple[str, ...]] = ("weights",)
 
     def __init__(
         self,
@@ -112,10 +115,26 @@ class TaskModel(nn.Module):
         return next(self.parameters()).device
 
     @classmethod
+    def check_options(cls, options, set_by_task: Sequence[str] = ()) -> list[str]:
+        """The constructor arguments a config's model section (a dataclass) may set; a field that is neither one
+        of them nor in ``options_not_passed`` (a misspelt or stale name) is a ValueError naming it and the valid
+        ones. ``set_by_task``: arguments the task passes itself (e.g. ``class_names``)."""
+        if not dataclasses.is_dataclass(options):
+            raise TypeError(f"the model section must be a dataclass, got {type(options).__name__}")
+        params = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", *set_by_task)]
+        unknown = [f.name for f in dataclasses.fields(options) if f.name not in params and f.name not in cls.options_not_passed]
+        if unknown:
+            valid = ", ".join(sorted({*params, *cls.options_not_passed}))
+            raise ValueError(f"model.{unknown[0]} is not an option of {cls.__name__} ({type(options).__name__}); "
+                             f"valid: {valid}")
+        return params
+
+    @classmethod
     def build(cls, options, **overrides) -> "TaskModel":
-        """A model from a config's model section: ``options`` is a dataclass whose fields named like this
-        class's constructor arguments are passed on, and whose ``weights`` (if set) initialise the whole model."""
-        params = inspect.signature(cls.__init__).parameters
+        """A model from a config's model section: ``options`` is a dataclass whose fields are this class's
+        constructor arguments (passed on) or named in ``options_not_passed``; any other field is a ValueError
+        naming it and the valid ones. ``weights`` (if set) initialise the whole model."""
+        params = cls.check_options(options, set_by_task=tuple(overrides))
         kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name in params}
         model = cls(**{**kwargs, **overrides})
         if getattr(options, "weights", None):

@@ -23,7 +23,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from tasks.common.images import IMAGENET_MEAN, IMAGENET_STD  # defined once, in 0-1 units
+from tasks.common.images import IMAGENET_MEAN, IMAGENET_STD, check_image  # noqa: F401  (check_image: part of this API)
 _RULES = {"none": 0, "keep_ratio": 2, "short_side": 2, "short_side_crop": 2, "fixed": 2}  # rule -> len(size)
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
@@ -111,10 +111,3 @@ class Preprocessing:
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)
         return ((x.float() / 255.0 - mean) / std)[None]
-
-
-def check_image(image) -> None:
-    """A raw image as every ``predict`` takes it: ``np.ndarray[H, W, 3]`` uint8 RGB."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise TypeError(f"image must be an HxWx3 uint8 RGB np.ndarray, got {got}")

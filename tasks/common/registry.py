@@ -17,7 +17,12 @@ A task is one package under ``tasks/`` (or anywhere importable). Its ``__init__.
     ))
 
 and ``tasks/__init__.py`` imports the package (one line). That is all adding a task takes: no table keyed
-by task names elsewhere, no ``if task == ...`` in shared code.
+by task names elsewhere, no ``if task == ...`` in shared code. A package outside ``tasks/`` (e.g.
+``tests/tasks/fifth_task``) registers the same way when a config file imports it; our checkpoints and ONNX
+files record the model's module (``meta["module"]``), and ``import_task`` imports it when one is loaded.
+
+Lookups: ``get_task_spec(name)``, ``list_tasks()``, ``task_specs()``, ``build_task(cfg)`` (the engine's task
+object for a config, after checking its model section), ``flip_rules()``, ``import_task(name, module)``.
 
 Fields (all but ``name``, ``task`` and ``model`` optional):
 
@@ -128,8 +133,18 @@ def unregister_task(name: str) -> None:
 def get_task_spec(name: str) -> TaskSpec:
     """The spec registered as ``name``; an unknown name is a ValueError listing the registered ones."""
     if name not in _SPECS:
-        raise ValueError(f"unknown task {name!r}; registered: {', '.join(list_tasks())}")
+        raise ValueError(f"unknown task {name!r}; available: {', '.join(list_tasks())}")
     return _SPECS[name]
+
+
+def build_task(cfg):
+    """The engine's task object for a config (``cfg.task``, a registered name); the model section is checked
+    first (a misspelt or stale field is a ValueError naming it and the valid ones)."""
+    spec = get_task_spec(cfg.task)
+    if spec.model_options is not None and not isinstance(cfg.model, spec.model_options):
+        raise TypeError(f"model must be {spec.model_options.__name__} for task {spec.name!r}, got {type(cfg.model).__name__}")
+    spec.model.check_options(cfg.model)
+    return spec.task(cfg)
 
 
 def list_tasks() -> list[str]:

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .config import Config
+from .config import Config, ConfigError
+from .preprocess import Preprocessing
 
 
 class Task(ABC):
@@ -24,11 +25,24 @@ class Task(ABC):
     higher_is_better: ClassVar[bool]
     data_types: ClassVar[tuple[type, ...]]
 
+    # Set by the engine to the model's own preprocessing when it evaluates a checkpoint: evaluation follows the
+    # model, never the config (``eval_preprocessing()``).
+    model_preprocessing: Preprocessing | None = None
+
     def __init__(self, cfg: Config):
         if not isinstance(cfg.data, self.data_types):
             names = " or ".join(t.__name__ for t in self.data_types)
             raise TypeError(f"{cfg.task}: data must be {names}, got {type(cfg.data).__name__}")
         self.cfg = cfg
+
+    def preprocessing(self) -> Preprocessing | None:
+        """The preprocessing the config's data section describes, which the models it builds store (their
+        evaluation protocol); None: the model class's default."""
+        return None
+
+    def eval_preprocessing(self) -> Preprocessing | None:
+        """What evaluation preprocesses with: the evaluated model's own, else the config's."""
+        return self.model_preprocessing or self.preprocessing()
 
     @abstractmethod
     def build_model(self) -> nn.Module:
@@ -71,3 +85,16 @@ class Task(ABC):
     def val_batch_size(self) -> int:
         """Images per evaluation batch (results never depend on it)."""
         return 1
+
+
+def check_min_size(key: str, value, model) -> None:
+    """ConfigError naming ``key`` if any side in ``value`` (an int or a sequence of ints) is below the smallest
+    input ``model.backbone`` accepts (its ``min_input_size``: 32 px for PVTv2)."""
+    backbone = getattr(model, "backbone", None)
+    minimum = getattr(backbone, "min_input_size", None)
+    if minimum is None:
+        return
+    sides = (value,) if isinstance(value, int) else tuple(value)
+    if any(side < minimum for side in sides):
+        name = getattr(backbone, "name", type(backbone).__name__)
+        raise ConfigError(f"{key}={value!r}: {name} needs inputs of at least {minimum} px per side")

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tasks.common.images import check_image
+
 Model = Callable[[torch.Tensor], torch.Tensor]  # Tensor[B, 3, H, W] in [0, 1] -> depth Tensor[B, 1, H, W]
 
 
@@ -28,19 +30,17 @@ def _forward(model: Model, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def predict_depth(model: torch.nn.Module, image: np.ndarray, *, flip: bool = False, size_divisor: int = 32) -> np.ndarray:
+def predict_depth(model: torch.nn.Module, image: np.ndarray, *, flip: bool = False, size_divisor: int = 32,
+                  mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> np.ndarray:
     """Depth ``float32 [H, W]`` in metres for ``image``, a ``uint8 [H, W, 3]`` RGB array.
 
-    ``flip=True`` is AdaBins' test-time augmentation, ``0.5 * (pred(x) + hflip(pred(hflip(x))))``; GLPDepth's
+    ``mean``/``std`` (0-1 units) normalise the input, ``(rgb / 255 - mean) / std``: GLPN's are 0 and 1
+    (``GLPN.predict`` passes its ``model.preprocessing``). ``flip=True`` is AdaBins' test-time augmentation, ``0.5 * (pred(x) + hflip(pred(hflip(x))))``; GLPDepth's
     published numbers use no flip, so report flipped results separately. Predictions are not clipped here
     (``DepthMetrics`` sanitises and clamps). The model runs in eval mode under ``torch.inference_mode`` on its
     own device; its training flag is restored afterwards.
     """
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
-            f"predict_depth: image must be a uint8 [H, W, 3] RGB array, got "
-            f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
-        )
+    check_image(image, "predict_depth: image")
     if isinstance(size_divisor, bool) or not isinstance(size_divisor, int) or size_divisor < 1:
         raise ValueError(f"predict_depth: size_divisor must be a positive int, got {size_divisor!r}")
     height, width = image.shape[:2]
@@ -50,6 +50,7 @@ def predict_depth(model: torch.nn.Module, image: np.ndarray, *, flip: bool = Fal
     try:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float() / 255.0
+            x = (x - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(std, device=device).view(1, 3, 1, 1)
             pad_h, pad_w = -height % size_divisor, -width % size_divisor
             if pad_h or pad_w:
                 x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")

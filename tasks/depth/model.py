@@ -61,7 +61,10 @@ class GLPN(TaskModel):
         from .inference import predict_depth
 
         check_image(image)
-        return predict_depth(self, image, flip=flip)
+        p = self.preprocessing
+        if p.resize != "none":
+            raise ValueError(f"GLPN.predict: predicts at full resolution (resize='none'), got resize={p.resize!r}")
+        return predict_depth(self, image, flip=flip, mean=p.mean, std=p.std)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, max_depth: float | None = None, **backbone_args) -> "GLPN":

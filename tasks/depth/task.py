@@ -4,12 +4,10 @@ from __future__ import annotations
 import torch
 
 from tasks.common.distributed import rank0_first
-from tasks.common.task import Task
-from tasks.common.validation import check_min_size
+from tasks.common.task import Task, check_min_size
 
 from .datasets import NYUDepthV2
 from .evaluator import DepthMetrics
-from .inference import predict_depth
 from .losses import silog_loss
 from .model import GLPN
 from .presets import NYUData, ToyData
@@ -63,16 +61,16 @@ class DepthTask(Task):
         return silog_loss(pred, batch["depth"].to(device, non_blocking=True))
 
     def evaluate(self, model, loader, device) -> dict:
-        """The GLPDepth protocol: full-resolution prediction, valid range and crop, metrics per image then
+        """The GLPDepth protocol through ``model.predict`` (the model's own preprocessing): full-resolution prediction, valid range and crop, metrics per image then
         averaged. With ``data.test_flip`` the flip-averaged metrics are reported too, suffixed ``_flip``."""
         d = self.cfg.data
         plain = DepthMetrics(d.min_depth, d.max_depth, d.eval_crop)
         flipped = DepthMetrics(d.min_depth, d.max_depth, d.eval_crop) if d.test_flip else None
         for samples in loader:
             for s in samples:
-                plain.update(predict_depth(model, s["image"])[None], s["depth"][None])
+                plain.update(model.predict(s["image"])[None], s["depth"][None])
                 if flipped is not None:
-                    flipped.update(predict_depth(model, s["image"], flip=True)[None], s["depth"][None])
+                    flipped.update(model.predict(s["image"], flip=True)[None], s["depth"][None])
         metrics = plain.compute()
         if flipped is not None:
             metrics.update({f"{k}_flip": v for k, v in flipped.compute().items() if k in METRICS})

@@ -24,17 +24,12 @@ import cv2
 import numpy as np
 import torch
 
+from tasks.common.images import check_image
 from tasks.common.transforms import Compose, RandomHorizontalFlip, sample_rng  # noqa: F401  (part of this API)
 
 
 def _uint8_image(sample: dict, who: str) -> np.ndarray:
-    image = sample["image"]
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise TypeError(
-            f"{who} needs a uint8 [H, W, 3] image (put it before ToTensor), got "
-            f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
-        )
-    return image
+    return check_image(sample["image"], f"{who}: the image (put it before ToTensor)")
 
 
 def _check_prob(value: float, name: str) -> None:

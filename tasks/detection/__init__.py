@@ -7,7 +7,7 @@ from .evaluator import CocoEvaluator
 from .losses import SetCriterion
 from .matcher import HungarianMatcher
 from .model import DeformableDETR
-from .postprocess import post_process
+from .inference import post_process
 from .presets import CocoData, DeformableDETRModel
 from .task import DetectionTask
 from .visualize import save_prediction_png

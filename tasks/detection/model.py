@@ -13,6 +13,7 @@ What ``DeformableDETR.from_pretrained`` reads (ours, Hugging Face) is declared i
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from typing import Mapping, Sequence
 
@@ -27,6 +28,10 @@ from tasks.common.model import TaskModel
 from tasks.common.preprocess import Preprocessing
 
 from .weights import RESNET50_ARGS, WEIGHTS
+
+# The architecture's hyper-parameters and their defaults are declared once, by the head.
+HEAD_DEFAULTS = {name: p.default for name, p in inspect.signature(DeformableDETRHead).parameters.items()
+                 if p.default is not inspect.Parameter.empty}
 
 
 class DeformableDETR(TaskModel):
@@ -55,23 +60,26 @@ class DeformableDETR(TaskModel):
     # Training runs a padded batch through one backbone call unless this is set True (on the class or
     # a model): then training, like evaluation, runs the backbone once per distinct image size.
     batch_invariant_training: bool = False
+    # The model section's loss weights and matching costs: read by DetectionTask (the criterion), not the model.
+    options_not_passed = ("weights", "cls_loss_coef", "bbox_loss_coef", "giou_loss_coef", "aux_loss",
+                          "set_cost_class", "set_cost_bbox", "set_cost_giou", "focal_alpha")
 
     def __init__(
         self,
         backbone: str = "resnet50",
-        num_classes: int = 91,
+        num_classes: int = HEAD_DEFAULTS["num_classes"],
         *,
-        num_queries: int = 300,
-        num_feature_levels: int = 4,
-        hidden_dim: int = 256,
-        nheads: int = 8,
-        enc_layers: int = 6,
-        dec_layers: int = 6,
-        dim_feedforward: int = 1024,
-        dropout: float = 0.1,
-        n_points: int = 4,
-        with_box_refine: bool = False,
-        two_stage: bool = False,
+        num_queries: int = HEAD_DEFAULTS["num_queries"],
+        num_feature_levels: int = HEAD_DEFAULTS["num_feature_levels"],
+        hidden_dim: int = HEAD_DEFAULTS["hidden_dim"],
+        nheads: int = HEAD_DEFAULTS["nheads"],
+        enc_layers: int = HEAD_DEFAULTS["enc_layers"],
+        dec_layers: int = HEAD_DEFAULTS["dec_layers"],
+        dim_feedforward: int = HEAD_DEFAULTS["dim_feedforward"],
+        dropout: float = HEAD_DEFAULTS["dropout"],
+        n_points: int = HEAD_DEFAULTS["n_points"],
+        with_box_refine: bool = HEAD_DEFAULTS["with_box_refine"],
+        two_stage: bool = HEAD_DEFAULTS["two_stage"],
         backbone_stages: Sequence[str] | None = None,
         backbone_args: Mapping | None = None,
         backbone_weights: str | os.PathLike | None = None,
@@ -167,7 +175,7 @@ class DeformableDETR(TaskModel):
     def predict(self, image: np.ndarray, *, threshold: float = 0.0) -> dict[str, torch.Tensor]:
         """Detections for ``image[H, W, 3]`` uint8 RGB: ``boxes[N, 4]`` (x0, y0, x1, y1 in the image's pixels),
         ``scores[N]``, ``labels[N]`` (class indices), the top 100 over queries x classes scoring >= ``threshold``."""
-        from .postprocess import post_process
+        from .inference import post_process
 
         x = self.preprocessing(image).to(self.device)
         was_training = self.training

@@ -8,15 +8,14 @@ import torch
 from tasks.common.config import Config
 from tasks.common.distributed import rank0_first
 from tasks.common.preprocess import Preprocessing
-from tasks.common.task import Task
-from tasks.common.validation import check_min_size
+from tasks.common.task import Task, check_min_size
 
 from .datasets import CocoDetection
 from .evaluator import CocoEvaluator
 from .losses import SetCriterion, weighted_total
 from .matcher import HungarianMatcher
 from .model import DeformableDETR
-from .postprocess import post_process
+from .inference import post_process
 from .presets import CocoData, ToyData
 from .toy import ensure_toy_dataset
 from .transforms import test_pipeline, train_pipeline
@@ -33,18 +32,21 @@ class DetectionTask(Task):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         m = cfg.model
-        weights = {"loss_ce": m.cls_loss_coef, "loss_bbox": m.bbox_loss_coef, "loss_giou": m.giou_loss_coef}
+        loss_weights = {"loss_ce": m.cls_loss_coef, "loss_bbox": m.bbox_loss_coef, "loss_giou": m.giou_loss_coef}
         matcher = HungarianMatcher(m.set_cost_class, m.set_cost_bbox, m.set_cost_giou, m.focal_alpha)
-        self.criterion = SetCriterion(m.num_classes, matcher, weights, focal_alpha=m.focal_alpha)
+        self.criterion = SetCriterion(m.num_classes, matcher, loss_weights, focal_alpha=m.focal_alpha)
         self.categories: dict[int, str] | None = None  # {category id: name}, read with the validation set
 
     def build_model(self) -> DeformableDETR:
-        d = self.cfg.data
-        preprocessing = Preprocessing(resize="short_side", size=(d.test_size, d.max_size))  # kept in checkpoints
         names = None
         if self.categories is not None and max(self.categories) < self.cfg.model.num_classes:
             names = tuple(self.categories.get(i, "N/A") for i in range(self.cfg.model.num_classes))
-        return DeformableDETR.build(self.cfg.model, preprocessing=preprocessing, class_names=names)
+        return DeformableDETR.build(self.cfg.model, preprocessing=self.preprocessing(), class_names=names)
+
+    def preprocessing(self) -> Preprocessing:
+        """The evaluation resize (short side ``data.test_size``, long side at most ``data.max_size``), ImageNet's
+        mean and std; kept in every checkpoint."""
+        return Preprocessing(resize="short_side", size=(self.cfg.data.test_size, self.cfg.data.max_size))
 
     def validate(self, model) -> None:
         """Config values the built model cannot take (called by the engine before training): every training
@@ -73,7 +75,8 @@ class DetectionTask(Task):
         return self._dataset("train", train_pipeline(d.scales, d.max_size, d.crop_resize, tuple(d.crop_size)))
 
     def val_dataset(self):
-        dataset = self._dataset("val", test_pipeline(self.cfg.data.test_size, self.cfg.data.max_size))
+        p = self.eval_preprocessing()  # the evaluated model's: short side, long-side cap, mean, std
+        dataset = self._dataset("val", test_pipeline(p.size[0], p.size[1], mean=p.mean, std=p.std))
         self.coco_gt, self.categories = dataset.coco, dataset.categories
         return dataset
 

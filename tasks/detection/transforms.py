@@ -185,6 +185,6 @@ def train_pipeline(scales: Sequence[int] = DETR_SCALES, max_size: int = 1333,
     ])
 
 
-def test_pipeline(size: int = 800, max_size: int = 1333) -> Compose:
+def test_pipeline(size: int = 800, max_size: int = 1333, *, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
     """Deformable-DETR's evaluation: short side ``size``, long side ≤ ``max_size``, then as in training."""
-    return Compose([Resize(size, max_size), Normalize(), ToTensor()])
+    return Compose([Resize(size, max_size), Normalize(tuple(mean), tuple(std)), ToTensor()])

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tasks.common.images import check_image
+
 from .transforms import aligned_resize, aligned_resize_shape  # noqa: F401  (part of this module's API)
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # Tensor[B, 3, H, W] -> logits Tensor[B, K, h, w]
@@ -122,9 +124,7 @@ def predict(
 
 
 def _check_predict_args(image, mean, std, scale, ratios, mode, crop, stride) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise TypeError(f"predict: image must be an HxWx3 uint8 RGB np.ndarray, got {got}")
+    check_image(image, "predict: image")
     mean_t = torch.as_tensor(mean, dtype=torch.float32)
     std_t = torch.as_tensor(std, dtype=torch.float32)
     if mean_t.shape != (3,) or std_t.shape != (3,) or bool((std_t <= 0).any()):

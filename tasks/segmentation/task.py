@@ -8,12 +8,10 @@ import torch
 from tasks.common.config import Config
 from tasks.common.distributed import rank0_first
 from tasks.common.preprocess import Preprocessing
-from tasks.common.task import Task
-from tasks.common.validation import check_min_size
+from tasks.common.task import Task, check_min_size
 
 from .datasets import ADE20K, ADE20K_CLASSES, SegmentationFolder
 from .evaluator import MeanIoU
-from .inference import predict
 from .losses import segmentation_loss
 from .model import SegFormer
 from .presets import ADE20KData, FolderData, ToyData
@@ -38,12 +36,14 @@ class SegmentationTask(Task):
         m = self.cfg.model
         if m.num_classes != len(self.class_names):
             raise ValueError(f"model.num_classes is {m.num_classes} but the dataset has {len(self.class_names)} classes")
+        return SegFormer.build(m, class_names=self.class_names, preprocessing=self.preprocessing())
+
+    def preprocessing(self) -> Preprocessing:
+        """The evaluation protocol (keep-ratio resize to ``data.test_scale``, sides multiples of 32, ``data.mean``
+        and ``data.std``), kept in every checkpoint."""
         d = self.cfg.data
-        preprocessing = Preprocessing(  # the evaluation protocol, kept in every checkpoint
-            mean=tuple(v / 255 for v in d.mean), std=tuple(v / 255 for v in d.std), resize="keep_ratio",
-            size=tuple(d.test_scale), size_divisor=32,
-        )
-        return SegFormer.build(m, class_names=self.class_names, preprocessing=preprocessing)
+        return Preprocessing(mean=tuple(v / 255 for v in d.mean), std=tuple(v / 255 for v in d.std),
+                             resize="keep_ratio", size=tuple(d.test_scale), size_divisor=32)
 
     def validate(self, model) -> None:
         """Config values the built model cannot take (called by the engine before training)."""
@@ -89,16 +89,15 @@ class SegmentationTask(Task):
         return segmentation_loss(logits, batch["mask"].to(device, non_blocking=True))
 
     def evaluate(self, model, loader, device) -> dict:
-        """The ADE20K protocol: each image resized (keep ratio, sides multiple of 32), logits resized back to
-        the original size, argmax; IoU from counts summed over the dataset (and over processes)."""
+        """The ADE20K protocol through ``model.predict`` (the model's own preprocessing: each image resized, keep
+        ratio, sides multiple of 32; logits resized back to the original size, argmax) with the config's test-time
+        augmentation; IoU from counts summed over the dataset (and over processes)."""
         d = self.cfg.data
         evaluator = MeanIoU(len(self.class_names))
         for samples in loader:
             for s in samples:
-                pred = predict(
-                    model, s["image"], mean=d.mean, std=d.std, scale=tuple(d.test_scale), ratios=tuple(d.test_ratios),
-                    flip=d.test_flip, mode=d.test_mode, crop=d.test_crop, stride=d.test_stride,
-                )
+                pred = model.predict(s["image"], ratios=tuple(d.test_ratios), flip=d.test_flip, mode=d.test_mode,
+                                     crop=d.test_crop, stride=d.test_stride)
                 evaluator.update(pred, s["mask"])
         return evaluator.compute()
 

@@ -37,7 +37,14 @@ def test_the_fifth_task_through_every_tool(tmp_path):
 
     out = _run("test", CONFIG, tmp_path / "best.pth", "--work-dir", tmp_path)
     assert json.loads((tmp_path / "test_metrics.json").read_text())["IoU"] == pytest.approx(metrics["IoU"])
-    assert "IoU" in out.stdout
+    assert "IoU" in out.stdout and "note:" not in out.stdout
+
+    # A config whose data section disagrees with the checkpoint: one line says so, the checkpoint's is used.
+    out = _run("test", CONFIG, tmp_path / "best.pth", "--work-dir", tmp_path / "other", "--cfg-options",
+               "data.mean=(0.1,0.2,0.3)")
+    notes = [line for line in out.stdout.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "mean=[0.1, 0.2, 0.3] (checkpoint: [0.5, 0.5, 0.5])" in notes[0], out.stdout
+    assert json.loads((tmp_path / "other" / "test_metrics.json").read_text())["IoU"] == pytest.approx(metrics["IoU"])
 
     image = tmp_path / "disc.png"
     cv2.imwrite(str(image), Discs(1, 64, 7).read(0)["image"][:, :, ::-1])

@@ -123,11 +123,14 @@ def test_broken_config_files_are_one_line_with_file_and_line(source, message, tm
         assert re.search(message, _one_error_line(_tool(tool, *args, "--work-dir", tmp_path / "w"))), tool
 
 
-def test_task_name_typo_names_the_line(tmp_path):
+@pytest.mark.parametrize("tool, extra", [("train", []), ("test", ["best.pth"]), ("check_data", [])])
+def test_task_name_typo_names_the_line(tool, extra, tmp_path):
+    """Every tool starts the same way (tasks.common.cli): a misspelt task is the same one line in each."""
     typo = tmp_path / "typo.py"
     typo.write_text(TOY.read_text().replace('task="segmentation"', 'task="segmentaton"'))
     assert 'task="segmentaton"' in typo.read_text()
-    line = _one_error_line(_tool("train", typo, "--work-dir", tmp_path / "w"))
+    work = ["--work-dir", str(tmp_path / "w")] if tool != "check_data" else []
+    line = _one_error_line(_tool(tool, typo, *extra, *work))
     assert re.search(rf"{typo}, line \d+: unknown task 'segmentaton'; available: .*segmentation", line)
 
 

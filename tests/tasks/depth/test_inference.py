@@ -61,9 +61,9 @@ def test_sizes_off_the_grid_are_padded_by_replication_and_cropped_back():
 
 
 def test_bad_image_and_bad_model_output():
-    with pytest.raises(ValueError, match=r"uint8 \[H, W, 3\]"):
+    with pytest.raises(TypeError, match=r"uint8 \[H, W, 3\]"):
         predict_depth(StandIn(), np.zeros((32, 32, 3), np.float32))
-    with pytest.raises(ValueError, match=r"uint8 \[H, W, 3\]"):
+    with pytest.raises(TypeError, match=r"uint8 \[H, W, 3\]"):
         predict_depth(StandIn(), np.zeros((32, 32), np.uint8))
 
     class Quarter(torch.nn.Module):

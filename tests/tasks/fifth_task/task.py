@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from tasks.common.preprocess import Preprocessing
 from tasks.common.task import Task
 from tasks.common.transforms import Compose, RandomHorizontalFlip, SeededDataset
 
@@ -61,10 +62,10 @@ class ForegroundTask(Task):
     data_types = (ForegroundData,)
 
     def build_model(self) -> ForegroundNet:
-        from tasks.common.preprocess import Preprocessing
+        return ForegroundNet.build(self.cfg.model, preprocessing=self.preprocessing())
 
-        d = self.cfg.data
-        return ForegroundNet.build(self.cfg.model, preprocessing=Preprocessing(mean=tuple(d.mean), std=tuple(d.std)))
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(mean=tuple(self.cfg.data.mean), std=tuple(self.cfg.data.std))
 
     def load_model(self, path) -> ForegroundNet:
         return ForegroundNet.from_pretrained(path)

@@ -1,4 +1,5 @@
-"""Deformable-DETR outputs -> scored boxes in image pixels, ready for ``CocoEvaluator.update``."""
+"""Inference post-processing: Deformable-DETR outputs -> scored boxes in image pixels, ready for
+``CocoEvaluator.update`` (what ``predict`` and evaluation run after the network)."""
 from __future__ import annotations
 
 from typing import Mapping

@@ -1,9 +1,9 @@
 """post_process: a hand case and a loop-by-loop reference. Hugging Face's post_process_object_detection is in
-test_postprocess_parity.py."""
+test_inference_parity.py."""
 import pytest
 import torch
 
-from tasks.detection.postprocess import post_process
+from tasks.detection.inference import post_process
 from tests.utils import random_detr_outputs
 
 

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tasks.detection.postprocess import post_process
+from tasks.detection.inference import post_process
 from tests.utils import random_detr_outputs
 
 transformers = pytest.importorskip("transformers")
