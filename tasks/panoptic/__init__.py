@@ -7,7 +7,7 @@ from .check import (COCO_PANOPTIC_CONTENTS, COCO_PANOPTIC_COUNTS, COCO_PANOPTIC_
 from .losses import PanopticCriterion
 from .matcher import MaskHungarianMatcher, QueryFilter
 from .model import EXPORT_OUTPUTS, PanopticSegFormer
-from .postprocess import MergeOptions, merge, post_process
+from .inference import MergeOptions, merge, post_process
 from .presets import CocoPanopticData, PanopticSegFormerModel
 from .task import PanopticTask
 from .visualize import save_prediction_png

@@ -3,7 +3,7 @@
 The network (``heads.panoptic_segformer``) is the authors': 1x1 conv + GroupNorm projections and a stride-64
 level, the deformable encoder, the location decoder (box refinement, 2-d reference points), the mask decoder
 (thing queries = the location decoder's last outputs, one query per stuff class, masks from attention maps).
-``postprocess.py`` merges its masks into a panoptic map. What ``from_pretrained`` reads is in ``weights.py``.
+``inference.py`` merges its masks into a panoptic map. What ``from_pretrained`` reads is in ``weights.py``.
 
 Padding: a padded batch runs through the backbone once with the padding mask resized to every level (as
 Deformable DETR trains); the projections' GroupNorm and the convolutions see the padding, so an image's result
@@ -26,7 +26,7 @@ from tasks.common.preprocess import Preprocessing
 from tasks.common.pretrained import check_names
 from tasks.detection.model import _image_sizes
 
-from .postprocess import MergeOptions, post_process
+from .inference import MergeOptions, post_process
 from .weights import RESNET50_ARGS, WEIGHTS
 
 # The exported graph's outputs (what tasks.panoptic's TaskSpec declares), in export_forward's order.
@@ -50,6 +50,9 @@ class PanopticSegFormer(TaskModel):
     weights_spec = WEIGHTS
     default_preprocessing = Preprocessing(resize="short_side", size=(800, 1333))  # the authors' test scale
     default_backbone_args = {"resnet50": RESNET50_ARGS}
+    # config fields the task reads (losses, matching), not constructor arguments
+    options_not_passed = ("weights", "cls_loss_coef", "bbox_loss_coef", "giou_loss_coef", "mask_loss_coef",
+                          "stuff_cls_loss_coef", "max_pos", "focal_alpha")
 
     def __init__(
         self,
@@ -125,7 +128,7 @@ class PanopticSegFormer(TaskModel):
         return {"sampling_offsets": offsets, "reference_points": [self.head.detr.reference_points]}
 
     def post_process(self, outputs: Mapping, image_sizes, output_sizes, input_size) -> list[tuple[torch.Tensor, list]]:
-        """``(panoptic int32 [H, W], segments)`` per image (see ``postprocess.post_process``)."""
+        """``(panoptic int32 [H, W], segments)`` per image (see ``inference.post_process``)."""
         return post_process(outputs, image_sizes, output_sizes, input_size, self.num_things_classes,
                             self.category_ids, self.merge_options)
 

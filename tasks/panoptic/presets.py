@@ -25,7 +25,7 @@ class PanopticSegFormerModel:
     backbone_args: dict | None = None  # None: the backbone's default (frozen BN, stem + stage1 frozen for resnet50)
     backbone_weights: str | None = None  # ImageNet-pretrained backbone: a local file, hub id or short name
     weights: str | None = None  # initialise the whole model (our checkpoint or the authors' release)
-    merge: dict | None = None  # mask-wise merging thresholds (tasks.panoptic.postprocess.MergeOptions fields)
+    merge: dict | None = None  # mask-wise merging thresholds (tasks.panoptic.inference.MergeOptions fields)
     # The authors' loss weights (focal 2, L1 5, GIoU 2, dice 2, stuff presence focal 2 x 2) and query filter.
     cls_loss_coef: float = 2.0
     bbox_loss_coef: float = 5.0

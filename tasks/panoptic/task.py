@@ -8,8 +8,7 @@ import torch
 from tasks.common.config import Config
 from tasks.common.distributed import rank0_first
 from tasks.common.preprocess import Preprocessing
-from tasks.common.task import Task
-from tasks.common.validation import check_min_size
+from tasks.common.task import Task, check_min_size
 
 from .datasets import CocoPanoptic, PanopticCategories, collate, load_panoptic_json
 from .evaluator import METRIC_NAMES, PanopticPredictionWriter, PanopticQuality, metrics_table
@@ -65,14 +64,18 @@ class PanopticTask(Task):
         return self.categories
 
     def build_model(self) -> PanopticSegFormer:
-        d, m = self.cfg.data, self.cfg.model
+        m = self.cfg.model
         categories = self._read_categories()
         for key, found in (("num_things_classes", categories.num_things), ("num_stuff_classes", categories.num_stuff)):
             if getattr(m, key) != found:
                 raise ValueError(f"model.{key}={getattr(m, key)} but the dataset has {found} such categories")
-        preprocessing = Preprocessing(resize="short_side", size=(d.test_size, d.max_size))  # kept in checkpoints
-        return PanopticSegFormer.build(m, preprocessing=preprocessing, category_ids=categories.category_ids,
+        return PanopticSegFormer.build(m, preprocessing=self.preprocessing(), category_ids=categories.category_ids,
                                        class_names=categories.names)
+
+    def preprocessing(self) -> Preprocessing:
+        """The evaluation resize (short side ``data.test_size``, long side at most ``data.max_size``) with ImageNet's
+        mean and std (the data pipeline's); kept in every checkpoint."""
+        return Preprocessing(resize="short_side", size=(self.cfg.data.test_size, self.cfg.data.max_size))
 
     def validate(self, model) -> None:
         check_min_size("data.scales", tuple(self.cfg.data.scales), model)
@@ -86,7 +89,8 @@ class PanopticTask(Task):
         return self._dataset("train", train_pipeline(d.scales, d.max_size, d.crop_resize, tuple(d.crop_size)))
 
     def val_dataset(self):
-        return self._dataset("val", test_pipeline(self.cfg.data.test_size, self.cfg.data.max_size))
+        p = self.eval_preprocessing()  # the evaluated model's resize (short side, long-side cap)
+        return self._dataset("val", test_pipeline(p.size[0], p.size[1]))
 
     def collate(self, samples: list[dict]) -> dict:
         return collate(samples)

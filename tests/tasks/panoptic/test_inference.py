@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasks.panoptic.postprocess import MergeOptions, candidates, merge, real_region
+from tasks.panoptic.inference import MergeOptions, candidates, merge, real_region
 
 
 def logit(p: float) -> float:
