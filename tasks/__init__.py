@@ -18,6 +18,7 @@ from . import segmentation  # noqa: E402,F401  (each import registers its task)
 from . import depth  # noqa: E402,F401
 from . import detection  # noqa: E402,F401
 from . import classification  # noqa: E402,F401
+from . import panoptic  # noqa: E402,F401
 
 get_task = build_task  # the engine's task object for a config
 

@@ -173,10 +173,14 @@ class DeformableDETRHead(nn.Module):
       ``pred_logits[B, Q, K]``, ``pred_boxes[B, Q, 4]`` (cx, cy, w, h) in [0, 1] of the real region,
       ``aux_outputs`` (the same for decoder layers 0 .. N-2, for the auxiliary losses) and, for two-stage,
       ``enc_outputs`` (``pred_logits[B, S, K]``, ``pred_boxes[B, S, 4]``: the encoder proposals the
-      two-stage loss matches against class-agnostic targets).
+      two-stage loss matches against class-agnostic targets); with ``return_state=True`` also ``state``:
+      ``memory[B, S, C]``, its ``padding_mask[B, S]``, ``spatial_shapes`` and the last decoder layer's
+      ``queries[B, Q, C]``.
 
     Everything in ``forward`` respects the masks exactly: padded tokens are zeroed as values and never
     selected as proposals, so an image's outputs do not depend on how far it is padded.
+    ``input_proj_bias=False`` drops the biases of the projection convs (mmdet's ``ChannelMapper``, which
+    Panoptic SegFormer uses: each conv is followed by GroupNorm).
     Without box refinement one class/box head is shared by all decoder layers (the original repeats the
     same module); with it each layer has its own and the decoder receives them explicitly.
     """
@@ -197,6 +201,7 @@ class DeformableDETRHead(nn.Module):
         n_points: int = 4,
         with_box_refine: bool = False,
         two_stage: bool = False,
+        input_proj_bias: bool = True,
     ):
         super().__init__()
         in_channels = list(in_channels)
@@ -207,13 +212,15 @@ class DeformableDETRHead(nn.Module):
         self.num_queries, self.num_feature_levels = num_queries, num_feature_levels
         self.num_backbone_levels = len(in_channels)
         self.with_box_refine, self.two_stage = with_box_refine, two_stage
+        bias = input_proj_bias  # mmdet's ChannelMapper (Panoptic SegFormer) has none: GroupNorm follows
         self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, hidden_dim, kernel_size=1), nn.GroupNorm(32, hidden_dim)) for c in in_channels
+            nn.Sequential(nn.Conv2d(c, hidden_dim, kernel_size=1, bias=bias), nn.GroupNorm(32, hidden_dim))
+            for c in in_channels
         )
         c = in_channels[-1]
         for _ in range(num_feature_levels - len(in_channels)):
             self.input_proj.append(
-                nn.Sequential(nn.Conv2d(c, hidden_dim, 3, stride=2, padding=1), nn.GroupNorm(32, hidden_dim))
+                nn.Sequential(nn.Conv2d(c, hidden_dim, 3, stride=2, padding=1, bias=bias), nn.GroupNorm(32, hidden_dim))
             )
             c = hidden_dim
         self.position_embedding = PositionEmbeddingSine(hidden_dim // 2, offset=-0.5)
@@ -250,7 +257,8 @@ class DeformableDETRHead(nn.Module):
         nn.init.normal_(self.level_embed)
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight)
-            nn.init.zeros_(proj[0].bias)
+            if proj[0].bias is not None:
+                nn.init.zeros_(proj[0].bias)
         prior = -math.log((1 - 0.01) / 0.01)
         for cls in self.class_embed:
             nn.init.constant_(cls.bias, prior)
@@ -272,7 +280,9 @@ class DeformableDETRHead(nn.Module):
             sources.append(x)
         return sources
 
-    def forward(self, sources: Sequence[torch.Tensor], padding_masks: Sequence[torch.Tensor]) -> dict:
+    def forward(
+        self, sources: Sequence[torch.Tensor], padding_masks: Sequence[torch.Tensor], return_state: bool = False
+    ) -> dict:
         spatial_shapes = [tuple(s.shape[-2:]) for s in sources]
         pos = [
             (self.position_embedding(m).to(s.dtype) + e[None, :, None, None]).flatten(2).transpose(1, 2)
@@ -300,6 +310,8 @@ class DeformableDETRHead(nn.Module):
             boxes = refine_boxes(self.bbox_embed[k](h), ref)
             layers.append({"pred_logits": self.class_embed[k](h), "pred_boxes": boxes})
         out.update(layers[-1], aux_outputs=layers[:-1])
+        if return_state:  # for heads built on this one (Panoptic SegFormer's mask decoder)
+            out["state"] = {"memory": memory, "padding_mask": mask, "spatial_shapes": spatial_shapes, "queries": hs[-1]}
         return out
 
     def _proposal_queries(self, memory, mask, spatial_shapes):

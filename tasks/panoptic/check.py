@@ -1,0 +1,81 @@
+"""What ``tools/check_data.py`` needs to know about panoptic data: the COCO panoptic release, the PNG/json
+consistency check, and the one-line summary of a few samples.
+
+``png_id_problems`` is the check panopticapi makes of predictions only, applied to the ground truth (which
+panopticapi trusts): a non-VOID id of a PNG missing from its ``segments_info`` would be silently ignored by the
+evaluation, and a ``segments_info`` entry missing from the PNG would count as a miss no model can avoid.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .evaluator import VOID
+
+COCO_PANOPTIC_NAME = "COCO panoptic 2017"
+COCO_PANOPTIC_COUNTS = (118_287, 5_000)  # images with panoptic annotations: train2017, val2017
+COCO_PANOPTIC_THINGS, COCO_PANOPTIC_STUFF = 80, 53
+COCO_PANOPTIC_CONTENTS = (
+    "annotations/panoptic_{train,val}2017.json and PNG folders; 133 categories (80 things, 53 stuff)")
+_SHOW = 5  # ids listed before "... and N more"
+
+
+def _listed(values: Sequence[int]) -> str:
+    values = sorted(values)
+    more = f" ... and {len(values) - _SHOW} more" if len(values) > _SHOW else ""
+    return ", ".join(map(str, values[:_SHOW])) + more
+
+
+def png_id_problems(panoptic: np.ndarray, segments_info: Sequence[Mapping], name: str) -> list[str]:
+    """Problems of one image's ground truth: PNG ids missing from ``segments_info`` and the reverse, duplicate
+    segment ids, and areas that differ from the PNG's pixel counts. ``name`` (the PNG's file name and image id)
+    starts each message."""
+    problems = []
+    ids, counts = np.unique(np.asarray(panoptic), return_counts=True)
+    in_png = dict(zip(ids.tolist(), counts.tolist()))
+    in_png.pop(VOID, None)
+    listed = [s["id"] for s in segments_info]
+    duplicates = sorted({i for i in listed if listed.count(i) > 1})
+    if duplicates:
+        problems.append(f"{name}: segment ids {_listed(duplicates)} appear more than once in segments_info")
+    missing = set(in_png) - set(listed)
+    if missing:
+        pixels = sum(in_png[i] for i in missing)
+        problems.append(f"{name}: PNG ids {_listed(missing)} ({pixels} pixels) are not in the json's segments_info")
+    absent = set(listed) - set(in_png)
+    if absent:
+        problems.append(f"{name}: segments_info ids {_listed(absent)} are not in the PNG")
+    wrong = [f"{s['id']} ({s['area']} vs {in_png[s['id']]})" for s in segments_info
+             if s["id"] in in_png and "area" in s and s["area"] != in_png[s["id"]]]
+    if wrong:
+        problems.append(f"{name}: json areas differ from the PNG's pixel counts for ids {', '.join(wrong[:_SHOW])}"
+                        + (f" ... and {len(wrong) - _SHOW} more" if len(wrong) > _SHOW else ""))
+    return problems
+
+
+def sample_problems(sample: Mapping) -> list[str]:
+    """``png_id_problems`` of an untransformed ``CocoPanoptic`` sample."""
+    name = f"{sample['file_name']} (image {sample['image_id']})"
+    return png_id_problems(sample["panoptic"], sample["segments_info"], name)
+
+
+def summarize_samples(samples: Sequence[Mapping], dataset) -> list[str]:
+    """What the untransformed samples' targets hold, e.g. ``["11.2 segments per image (6.0 things, 5.1 stuff,
+    0.1 crowd)", "VOID 2.3% of pixels", "41 of 133 categories seen (80 things, 53 stuff)"]``."""
+    if not samples:
+        return []
+    isthing = dict(zip(dataset.categories.category_ids, dataset.categories.isthing))
+    segments = [s["segments_info"] for s in samples]
+    things = sum(1 for info in segments for seg in info if isthing.get(seg["category_id"]) and not seg.get("iscrowd"))
+    crowd = sum(1 for info in segments for seg in info if seg.get("iscrowd"))
+    stuff = sum(len(info) for info in segments) - things - crowd
+    void = sum(int((np.asarray(s["panoptic"]) == VOID).sum()) for s in samples)
+    pixels = sum(np.asarray(s["panoptic"]).size for s in samples)
+    seen = {seg["category_id"] for info in segments for seg in info}
+    n = len(samples)
+    return [f"{(things + stuff + crowd) / n:.1f} segments per image ({things / n:.1f} things, {stuff / n:.1f} stuff, "
+            f"{crowd / n:.1f} crowd)",
+            f"VOID {void / pixels:.1%} of pixels",
+            f"{len(seen)} of {dataset.num_classes} categories seen ({dataset.num_things} things, "
+            f"{dataset.num_stuff} stuff)"]

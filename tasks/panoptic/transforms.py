@@ -1,0 +1,206 @@
+"""Panoptic SegFormer's pipelines (the authors' = DETR's augmentation), each step a callable ``sample -> sample``.
+
+Training (``train_pipeline``): ``SegmentTargets`` turns the ground truth into ``"mask"``, an int32 ``[H, W]`` map of
+each pixel's target index (-1: VOID, crowd, or a dropped segment) with ``"labels"`` per target; then flip
+(``RandomHorizontalFlip`` mirrors ``"mask"`` with the image), and with probability 1/2 each a multi-scale resize
+(short side in 480..800 step 32, long side ≤ 1333) or a resize to short side 400/500/600 (long ≤ 4200), a random
+crop of 384..600 and the multi-scale resize; ``Normalize``; ``ToTensor`` builds the per-target masks at the
+network input size, drops the empty ones (a crop can cut a segment out), and computes each mask's box. The training
+sample is::
+
+    {"image": float32 [3, H, W] ImageNet-normalised, "labels": int64 [N] contiguous, "masks": bool [N, H, W],
+     "boxes": float32 [N, 4] normalised (cx, cy, w, h) of each mask, "image_id", "orig_size": (H0, W0),
+     "size": (H, W)}
+
+Evaluation (``test_pipeline``): the image resized (short side 800, long ≤ 1333), normalised, as a tensor; the
+ground truth stays at the original size: ``"panoptic"`` int32 ``[H0, W0]``, ``"segments_info"``, ``"file_name"``.
+
+Sizes, the random draws and the crop window follow ``tasks.detection.transforms`` (the same ``get_size``, and a
+sample draws the same numbers there and here); images are resized bilinearly (PIL), the target map by nearest
+neighbour (so every pixel keeps one segment).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tasks.common.images import IMAGENET_MEAN, IMAGENET_STD
+from tasks.common.transforms import Compose, RandomHorizontalFlip, sample_rng
+from tasks.detection.transforms import DETR_SCALES, RandomSelect, _check_sizes, get_size
+
+CROP_RESIZE_MAX = 4200  # the authors' long-side cap before the crop
+
+
+@dataclass(frozen=True)
+class SegmentTargets:
+    """Ground truth -> ``"mask"`` (target index per pixel, -1 where none) and ``"labels"`` of the kept segments.
+
+    Left out, as the authors do: crowd segments, and segments whose json box is under one pixel wide or high or
+    whose area is ≤ 0. Removes ``"panoptic"``, ``"segments_info"`` and ``"file_name"``."""
+
+    def __call__(self, sample: dict) -> dict:
+        panoptic = sample.pop("panoptic")
+        segments = sample.pop("segments_info")
+        sample.pop("file_name", None)
+        index = np.full(panoptic.shape, -1, np.int32)
+        labels = []
+        for segment, label in zip(segments, sample["labels"]):
+            width, height = segment.get("bbox", (0, 0, 1, 1))[2:]
+            if segment.get("iscrowd", 0) or segment.get("area", 1) <= 0 or width < 1 or height < 1:
+                continue
+            index[panoptic == segment["id"]] = len(labels)
+            labels.append(label)
+        sample["mask"] = index
+        sample["labels"] = np.array(labels, np.int64)
+        return sample
+
+
+def _resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(values.astype(np.int32)).resize((width, height), Image.NEAREST), np.int32)
+
+
+def resize(sample: dict, size: int, max_size: Optional[int]) -> dict:
+    """Keep-ratio resize of the image (bilinear) and of ``"mask"`` if present (nearest) to short side ``size``."""
+    height, width = sample["image"].shape[:2]
+    new_h, new_w = get_size(height, width, size, max_size)
+    if (new_h, new_w) != (height, width):
+        sample["image"] = np.asarray(Image.fromarray(sample["image"]).resize((new_w, new_h), Image.BILINEAR))
+        if sample.get("mask") is not None:
+            sample["mask"] = _resize_map(sample["mask"], new_h, new_w)
+    return sample
+
+
+@dataclass(frozen=True)
+class RandomResize:
+    """Keep-ratio resize to a short side drawn uniformly from ``sizes``, long side capped at ``max_size``."""
+
+    sizes: tuple[int, ...]
+    max_size: Optional[int] = None
+
+    def __post_init__(self):
+        _check_sizes(self.sizes, "RandomResize.sizes")
+
+    def __call__(self, sample: dict) -> dict:
+        size = self.sizes[int(sample_rng(sample, "RandomResize").integers(len(self.sizes)))]
+        return resize(sample, size, self.max_size)
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Evaluation: keep-ratio resize of the image to short side ``size``, long side ≤ ``max_size``."""
+
+    size: int = 800
+    max_size: Optional[int] = 1333
+
+    def __post_init__(self):
+        _check_sizes((self.size,), "Resize.size")
+
+    def __call__(self, sample: dict) -> dict:
+        return resize(sample, self.size, self.max_size)
+
+
+@dataclass(frozen=True)
+class RandomSizeCrop:
+    """A window of width ``U{min_size .. min(W, max_size)}`` and height ``U{min_size .. min(H, max_size)}`` at a
+    uniform position (the draws of ``tasks.detection.transforms.RandomSizeCrop``), of the image and ``"mask"``."""
+
+    min_size: int = 384
+    max_size: int = 600
+
+    def __post_init__(self):
+        _check_sizes((self.min_size, self.max_size), "RandomSizeCrop (min_size, max_size)")
+        if self.min_size > self.max_size:
+            raise ValueError(f"RandomSizeCrop: min_size {self.min_size} > max_size {self.max_size}")
+
+    def __call__(self, sample: dict) -> dict:
+        rng = sample_rng(sample, "RandomSizeCrop")
+        height, width = sample["image"].shape[:2]
+        crop_w = int(rng.integers(min(self.min_size, width), min(width, self.max_size) + 1))
+        crop_h = int(rng.integers(min(self.min_size, height), min(height, self.max_size) + 1))
+        top = int(rng.integers(0, height - crop_h + 1))
+        left = int(rng.integers(0, width - crop_w + 1))
+        window = (slice(top, top + crop_h), slice(left, left + crop_w))
+        sample["image"] = sample["image"][window]
+        if sample.get("mask") is not None:
+            sample["mask"] = sample["mask"][window]
+        return sample
+
+
+@dataclass(frozen=True)
+class Normalize:
+    """The image to float32 ``(x / 255 - mean) / std`` (ImageNet statistics on 0..1)."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __call__(self, sample: dict) -> dict:
+        image = sample["image"].astype(np.float32) / 255.0
+        sample["image"] = (image - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return sample
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """``bool [N, H, W]`` (no mask empty) -> float32 ``[N, 4]`` normalised ``(cx, cy, w, h)`` of each mask's
+    pixel-edge box ``(x_min, y_min, x_max + 1, y_max + 1)``."""
+    n, height, width = masks.shape
+    if n == 0:
+        return torch.zeros((0, 4), dtype=torch.float32)
+    xs = torch.arange(width, dtype=torch.float32)
+    ys = torch.arange(height, dtype=torch.float32)
+    cols, rows = masks.any(dim=1), masks.any(dim=2)  # [N, W], [N, H]
+    x0 = torch.where(cols, xs, torch.inf).amin(dim=1)
+    x1 = torch.where(cols, xs, -torch.inf).amax(dim=1) + 1
+    y0 = torch.where(rows, ys, torch.inf).amin(dim=1)
+    y1 = torch.where(rows, ys, -torch.inf).amax(dim=1) + 1
+    boxes = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=1)
+    return boxes / torch.tensor([width, height, width, height], dtype=torch.float32)
+
+
+@dataclass(frozen=True)
+class ToTensor:
+    """``image`` -> float32 ``[3, H, W]`` and ``"size"`` = ``(H, W)``. With ``"mask"`` (training): ``"masks"``
+    bool ``[N, H, W]`` without the empty ones, their ``"labels"`` and ``"boxes"``. ``"panoptic"`` (evaluation) ->
+    int32 tensor."""
+
+    def __call__(self, sample: dict) -> dict:
+        image = np.ascontiguousarray(sample["image"].transpose(2, 0, 1))
+        sample["image"] = torch.from_numpy(image).to(torch.float32)
+        sample["size"] = tuple(image.shape[1:])
+        if "mask" in sample:
+            index = torch.from_numpy(np.ascontiguousarray(sample.pop("mask"), dtype=np.int64))
+            labels = torch.as_tensor(np.asarray(sample["labels"]), dtype=torch.int64)
+            masks = index[None] == torch.arange(len(labels))[:, None, None]
+            keep = masks.flatten(1).any(dim=1)
+            sample["masks"], sample["labels"] = masks[keep], labels[keep]
+            sample["boxes"] = masks_to_boxes(sample["masks"])
+        if "panoptic" in sample:
+            sample["panoptic"] = torch.from_numpy(np.ascontiguousarray(sample["panoptic"], dtype=np.int32))
+        return sample
+
+
+def train_pipeline(scales: Sequence[int] = DETR_SCALES, max_size: int = 1333,
+                   crop_resize: Sequence[int] = (400, 500, 600), crop_size: tuple[int, int] = (384, 600),
+                   crop_resize_max: Optional[int] = CROP_RESIZE_MAX) -> Compose:
+    """The authors' training augmentation (DETR's); a toy config passes small ``scales``, ``crop_resize`` and
+    ``crop_size``."""
+    scales = tuple(scales)
+    return Compose([
+        SegmentTargets(),
+        RandomHorizontalFlip(),
+        RandomSelect(
+            RandomResize(scales, max_size=max_size),
+            Compose([RandomResize(tuple(crop_resize), crop_resize_max), RandomSizeCrop(*crop_size),
+                     RandomResize(scales, max_size=max_size)]),
+        ),
+        Normalize(),
+        ToTensor(),
+    ])
+
+
+def test_pipeline(size: int = 800, max_size: int = 1333) -> Compose:
+    """Evaluation: the image to short side ``size``, long side ≤ ``max_size``; ground truth at its original size."""
+    return Compose([Resize(size, max_size), Normalize(), ToTensor()])
