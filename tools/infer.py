@@ -1,6 +1,6 @@
 """Predict on images with a trained model (or an exported ONNX file) and write one PNG per image.
 
-    python tools/infer.py CHECKPOINT IMAGE [IMAGE ...] [--out DIR] [--flip] [--threshold T]
+    python tools/infer.py CHECKPOINT IMAGE [IMAGE ...] [--out DIR] [--flip] [--threshold T] [--amp bf16]
     python tools/infer.py --onnx MODEL.onnx IMAGE [IMAGE ...] [--out DIR]
 
 CHECKPOINT: best.pth / last.pth from tools/train.py, a Hugging Face model folder or a hub id; the task, the
@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="predictions")
     parser.add_argument("--flip", action="store_true", help="segmentation/depth: average with the flipped image")
     parser.add_argument("--threshold", type=float, default=0.3, help="detection: the lowest score drawn")
+    parser.add_argument("--amp", default="none", help="none | bf16 | fp16 (CUDA): autocast for a PyTorch model")
     args = parser.parse_args(argv)
     if args.onnx is not None and args.checkpoint is not None:
         args.images.insert(0, args.checkpoint)  # with --onnx every positional argument is an image
@@ -42,8 +43,13 @@ def main(argv=None) -> int:
             raise ValueError(f"--flip is for segmentation and depth models, not {predictor.task}")
         predict = {"flip": True} if args.flip else {}
         picture = {"threshold": args.threshold} if predictor.task == "detection" else {}
-        written, failures = infer_images(predictor, args.images, args.out, predict_options=predict,
-                                         picture_options=picture)
+        from tasks.common.amp import autocast
+
+        if args.onnx is not None and args.amp != "none":
+            raise ValueError("--amp is for PyTorch checkpoints; an ONNX file runs in the precision it was exported in")
+        with autocast(args.amp, predictor.device if args.onnx is None else "cpu"):
+            written, failures = infer_images(predictor, args.images, args.out, predict_options=predict,
+                                             picture_options=picture)
     except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
