@@ -47,28 +47,32 @@ def _detr_targets():
     return targets
 
 
-def _case(task: str):
+def _case(task: str, device: str = "cpu"):
     """``(model, input, loss(model_output) -> scalar)`` with perturbed random weights. The targets are coherent
     (large regions of one class or depth): random per-pixel targets make a random-weight model's gradient the
     small residual of large cancelling sums (its relative bf16 error was 0.6 for SegFormer-b0, and as large for
     Hugging Face's), which says nothing about training, where the gradient follows the data."""
     torch.manual_seed(0)
-    x = torch.randn(2, 3, 96, 128)
+    x = torch.randn(2, 3, 96, 128, device=device)
     if task == "segmentation":
-        target = torch.zeros(2, 96, 128, dtype=torch.long)
-        target[:, :, 64:] = 3  # coherent targets (see _case)
-        return perturb(SegFormer("mit_b0", num_classes=5)), x, lambda out: segmentation_loss(out, target)["loss_ce"]
-    if task == "depth":
-        target = torch.full((2, 96, 128), 8.0)
+        target = torch.zeros(2, 96, 128, dtype=torch.long, device=device)
+        target[:, :, 64:] = 3
+        model, loss = SegFormer("mit_b0", num_classes=5), lambda out: segmentation_loss(out, target)["loss_ce"]
+    elif task == "depth":
+        target = torch.full((2, 96, 128), 8.0, device=device)
         target[:, :48] = 2.0
-        return perturb(GLPN("mit_b0")), x.sigmoid(), lambda out: silog_loss(out, target)["loss_silog"]
-    if task == "classification":
-        target = torch.eye(10)[[2, 7]] * 0.9 + 0.01
-        return perturb(ImageClassifier("pvt_v2_b0", num_classes=10)), x, lambda out: classification_loss(out, target)["loss_cls"]
-    model = perturb(DeformableDETR("pvt_v2_b0", num_classes=5, num_queries=20, hidden_dim=64, nheads=4, enc_layers=2,
-                                   dec_layers=2, dim_feedforward=128, with_box_refine=True))
-    criterion, targets = SetCriterion(5, HungarianMatcher(), WEIGHTS), _detr_targets()
-    return model, x, lambda out: weighted_total(criterion(out, targets), WEIGHTS)
+        x = x.sigmoid()
+        model, loss = GLPN("mit_b0"), lambda out: silog_loss(out, target)["loss_silog"]
+    elif task == "classification":
+        target = (torch.eye(10)[[2, 7]] * 0.9 + 0.01).to(device)
+        model, loss = ImageClassifier("pvt_v2_b0", num_classes=10), lambda out: classification_loss(out, target)["loss_cls"]
+    else:
+        model = DeformableDETR("pvt_v2_b0", num_classes=5, num_queries=20, hidden_dim=64, nheads=4, enc_layers=2,
+                               dec_layers=2, dim_feedforward=128, with_box_refine=True)
+        criterion = SetCriterion(5, HungarianMatcher(), WEIGHTS)
+        targets = [{k: v.to(device) for k, v in t.items()} for t in _detr_targets()]
+        loss = lambda out: weighted_total(criterion(out, targets), WEIGHTS)  # noqa: E731
+    return perturb(model).to(device), x, loss
 
 
 def _flat_outputs(out) -> list[torch.Tensor]:
@@ -89,11 +93,23 @@ TASKS = ["segmentation", "depth", "classification", "detection"]
 
 @pytest.mark.parametrize("task", TASKS)
 def test_bf16_outputs_and_gradients_match_fp32(task):
-    model, x, loss_fn = _case(task)
+    _check_against_fp32(task, "bf16", "cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", ["bf16", "fp16"])
+@pytest.mark.parametrize("task", TASKS)
+def test_cuda_autocast_outputs_and_gradients_match_fp32(task, mode):
+    _check_against_fp32(task, mode, "cuda")  # fp16 keeps 11 bits: within the bf16 bounds
+
+
+def _check_against_fp32(task: str, mode: str, device: str) -> None:
+    model, x, loss_fn = _case(task, device)
     model.eval()
     with torch.no_grad():
         ref = _flat_outputs(model(x))
-        with amp.autocast("bf16", "cpu"):
+        with amp.autocast(mode, device):
             low = _flat_outputs(model(x))
     for i, (a, b) in enumerate(zip(low, ref)):
         assert a.dtype == torch.float32, f"output {i} leaves the model as {a.dtype}"
@@ -103,9 +119,9 @@ def test_bf16_outputs_and_gradients_match_fp32(task):
     # normalises a nearly constant map, whose small variations bf16 rounds away (relative error 0.4-0.5 in
     # SegFormer-b0 at our init); trained weights do not do that, and there is no dropout to switch off here.
     grads, losses = [], []
-    for mode in ("none", "bf16"):
+    for current in ("none", mode):
         model.zero_grad(set_to_none=True)
-        with amp.autocast(mode, "cpu"):
+        with amp.autocast(current, device):
             loss = loss_fn(model(x))
         assert loss.dtype == torch.float32
         loss.backward()
