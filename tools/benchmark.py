@@ -46,10 +46,12 @@ def main(argv=None) -> int:
         p.add_argument("--quick", action="store_true", help="smoke run: smallest model and input, 2 repeats")
         p.add_argument("--markdown", action="store_true", help="print the tables as GitHub markdown")
         p.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (default 5)")
+        p.add_argument("--only", default=None, metavar="TEXT", help=f"rows whose name contains TEXT ({', '.join(AMP_SUITES)})")
         p.add_argument("--amp", default="none", choices=("none", "bf16"), help=f"autocast of both sides ({', '.join(AMP_SUITES)})")
     args = parser.parse_args(argv)
-    if args.amp != "none" and args.suite not in AMP_SUITES:
-        parser.error(f"--amp is supported by {', '.join(AMP_SUITES)}, not {args.suite}")
+    for option in ("amp", "only"):
+        if getattr(args, option) not in ("none", None) and args.suite not in AMP_SUITES:
+            parser.error(f"--{option} is supported by {', '.join(AMP_SUITES)}, not {args.suite}")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     print(environment())

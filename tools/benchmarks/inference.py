@@ -83,6 +83,8 @@ def suite(args) -> bool:
     rows, ok = [], True
     with torch.inference_mode(), autocast(amp, "cpu"):
         for name, build in ROWS.items():
+            if args.only is not None and args.only not in name:
+                continue
             with torch.inference_mode(False), autocast("none", "cpu"):
                 run_ours, run_hf, x = build(args.quick)
             diff = relative_difference(run_ours(), run_hf())

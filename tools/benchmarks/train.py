@@ -251,6 +251,8 @@ def _suite(args) -> bool:
           f"bf16 {rates['bf16']:.0f} GFLOP/s")
     rows, ok = [], True
     for name, (build, quick) in CASES.items():
+        if args.only is not None and args.only not in name:
+            continue
         label, builder = (f"{name} (quick: smaller)", quick) if args.quick else (name, build)
         row, row_ok = train_row(label, builder, repeats, amp, rates)
         rows.append(row)
