@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import float32
+
 
 def _conv_bn_relu(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """``ReLU(BN(Conv(x)))`` of a ``Sequential(Conv2d, BatchNorm2d, ReLU)``; BN folded in eval mode."""
@@ -205,10 +207,11 @@ class GLPNHead(nn.Module):
             # An exported graph takes the plain form (two up-samplings, then full-resolution convs), which a
             # runtime runs as standard ops: exported in the phase form, GLPN-b4 ran 2.6x slower in ONNX
             # Runtime than eager; in this form as fast (BENCHMARKS.md, deployment).
-            depth = torch.sigmoid(conv2(F.relu(conv1(_up2(_up2(x)))))) * self.max_depth
+            depth = torch.sigmoid(float32(conv2(F.relu(conv1(_up2(_up2(x))))))) * self.max_depth
         else:
             x = F.relu_(_up2_conv3x3(_up2(x), conv1.weight, conv1.bias))  # full-res map as 2x2 phases at 1/2
-            depth = F.pixel_shuffle(torch.sigmoid(_phase_conv3x3(x, conv2.weight, conv2.bias)).mul(self.max_depth), 2)
+            # float32 from the last conv on (under autocast too): bf16 depth would be rounded to 1/256 of itself
+            depth = F.pixel_shuffle(torch.sigmoid(float32(_phase_conv3x3(x, conv2.weight, conv2.bias))).mul(self.max_depth), 2)
         return depth if size is None else _crop(depth, size)
 
     def _check(self, features, size) -> None:

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import float32
+
 
 class SegFormerHead(nn.Module):
     """``forward(features: Sequence[Tensor[B, C_i, H_i, W_i]]) -> Tensor[B, K, H_1, W_1]`` logits.
@@ -105,7 +107,7 @@ class SegFormerHead(nn.Module):
             x = self.bn(x)
         x = self.dropout(F.relu_(x))  # no backward formula saved x, so in place is safe
         logits = F.linear(x.permute(0, 2, 3, 1), self.classifier.weight.flatten(1), self.classifier.bias)
-        return logits.permute(0, 3, 1, 2)
+        return float32(logits.permute(0, 3, 1, 2))  # float32 under autocast too, for the loss and the argmax
 
     def _check(self, features) -> None:
         if isinstance(features, torch.Tensor) or not isinstance(features, Sequence):

@@ -1,6 +1,6 @@
 """Predict on images with a trained model (or an exported ONNX file) and write one PNG per image.
 
-    python tools/infer.py CHECKPOINT IMAGE|FOLDER [...] [--out DIR] [--flip] [--threshold T]
+    python tools/infer.py CHECKPOINT IMAGE|FOLDER [...] [--out DIR] [--flip] [--threshold T] [--amp bf16]
     python tools/infer.py --onnx MODEL.onnx IMAGE [IMAGE ...] [--out DIR]
 
 CHECKPOINT: best.pth / last.pth from tools/train.py, a Hugging Face model folder or a hub id; the task, the
@@ -14,6 +14,7 @@ the exit code is 1 when any image failed.
 import argparse
 import sys
 
+from tasks.common.amp import autocast
 from tasks.common.cli import error, run
 
 
@@ -25,6 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="predictions")
     parser.add_argument("--flip", action="store_true", help="average with the flipped image (dense tasks)")
     parser.add_argument("--threshold", type=float, default=None, help="the lowest score drawn (detectors; default 0.3)")
+    parser.add_argument("--amp", default="none", help="none | bf16 | fp16 (CUDA): autocast for a PyTorch model")
     args = parser.parse_args(argv)
     if args.onnx is not None and args.checkpoint is not None:
         args.images.insert(0, args.checkpoint)  # with --onnx every positional argument is an image
@@ -43,8 +45,11 @@ def main(argv=None) -> int:
             predictor = load_pretrained(args.checkpoint)
         given = {"flip": True if args.flip else None, "threshold": args.threshold}
         predict, picture = task_options(predictor.task, {k: v for k, v in given.items() if v is not None})
-        written, failures = infer_images(predictor, args.images, args.out, predict_options=predict,
-                                         picture_options=picture)
+        if args.onnx is not None and args.amp != "none":
+            raise ValueError("--amp is for PyTorch checkpoints; an ONNX file runs in the precision it was exported in")
+        with autocast(args.amp, predictor.device if args.onnx is None else "cpu"):
+            written, failures = infer_images(predictor, args.images, args.out, predict_options=predict,
+                                             picture_options=picture)
         for path in written:
             print(path)
         for failure in failures:

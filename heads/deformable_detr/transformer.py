@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..precision import float32
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import PositionEmbeddingSine, box_sine_embedding
 
@@ -153,11 +154,12 @@ class DeformableDecoder(nn.Module):
 
 def refine_boxes(delta: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """``sigmoid(delta + inverse_sigmoid(reference))``: ``delta[..., 4]`` logits, ``reference[..., 2 | 4]``;
-    a point reference only offsets the centre."""
-    ref = inverse_sigmoid(reference)
+    a point reference only offsets the centre. Float32 under autocast: boxes are chained through the decoder
+    layers and end in pixels, where bf16's 8-bit mantissa is a step of 2-4 px at 500-1000 px."""
+    ref = inverse_sigmoid(float32(reference))
     if reference.shape[-1] == 2:
         ref = F.pad(ref, (0, 2))
-    return (delta + ref).sigmoid()
+    return (float32(delta) + ref).sigmoid()
 
 
 class DeformableDETRHead(nn.Module):
@@ -298,7 +300,7 @@ class DeformableDETRHead(nn.Module):
             query_pos, tgt, reference_points, out["enc_outputs"] = self._proposal_queries(memory, mask, spatial_shapes)
         else:
             query_pos, tgt = self.query_embed.weight.expand(src.shape[0], -1, -1).chunk(2, dim=-1)
-            reference_points = self.reference_points(query_pos).sigmoid()
+            reference_points = float32(self.reference_points(query_pos)).sigmoid()  # float32: see refine_boxes
         bbox_embed = self.bbox_embed if self.with_box_refine else None
         hs, references = self.decoder(
             tgt, query_pos, reference_points, memory, spatial_shapes, ratios, mask, bbox_embed
@@ -308,7 +310,7 @@ class DeformableDETRHead(nn.Module):
         for i, (h, ref) in enumerate(zip(hs, references)):
             k = i if self.with_box_refine else 0
             boxes = refine_boxes(self.bbox_embed[k](h), ref)
-            layers.append({"pred_logits": self.class_embed[k](h), "pred_boxes": boxes})
+            layers.append({"pred_logits": float32(self.class_embed[k](h)), "pred_boxes": boxes})  # fp32 under autocast
         out.update(layers[-1], aux_outputs=layers[:-1])
         if return_state:  # for heads built on this one (Panoptic SegFormer's mask decoder)
             out["state"] = {"memory": memory, "padding_mask": mask, "spatial_shapes": spatial_shapes, "queries": hs[-1]}
@@ -336,7 +338,7 @@ class DeformableDETRHead(nn.Module):
         # hidden_dim / 2 features per box coordinate (Hugging Face's rule; the original's fixed 128 is the same at 256)
         embedding = box_sine_embedding(reference_points, num_feats=self.pos_trans.in_features // 4)
         query_pos, tgt = self.pos_trans_norm(self.pos_trans(embedding)).chunk(2, dim=-1)
-        return query_pos, tgt, reference_points, {"pred_logits": enc_logits, "pred_boxes": enc_coords.sigmoid()}
+        return query_pos, tgt, reference_points, {"pred_logits": float32(enc_logits), "pred_boxes": float32(enc_coords).sigmoid()}
 
 
 def _token_proposals(mask: torch.Tensor, spatial_shapes) -> tuple[torch.Tensor, torch.Tensor]:

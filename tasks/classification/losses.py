@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tasks.common.amp import float32
 
+
+@float32
 def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``mean_b( -sum_k target[b, k] * log_softmax(logits)[b, k] )``.
 

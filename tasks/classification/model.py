@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from heads.precision import float32
 from tasks.common.model import TaskModel
 from tasks.common.preprocess import Preprocessing
 
@@ -53,7 +54,7 @@ class ImageClassifier(TaskModel):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         (last,) = self.features(pixel_values)  # [B, C, h, w], already layer-normed by the stage
-        return self.head(self.head_drop(last.mean(dim=(2, 3))))
+        return float32(self.head(self.head_drop(last.mean(dim=(2, 3)))))  # float32 under autocast too
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray) -> np.ndarray:

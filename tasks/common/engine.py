@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from . import amp
 from . import checkpoint as ckpt
 from .check_data import preflight
 from .config import Config, ConfigError, to_dict, validate
@@ -71,14 +72,10 @@ def _seed(seed: int) -> None:
 
 
 def _autocast(cfg: Config, device: torch.device):
-    amp = cfg.runtime.amp
-    if amp == "none":
-        return nullcontext()
-    if amp not in ("bf16", "fp16"):
-        raise ValueError(f"runtime.amp must be none, bf16 or fp16, got {amp!r}")
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("runtime.amp='fp16' needs CUDA; use 'bf16' on CPU")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    try:
+        return amp.autocast(cfg.runtime.amp, device)
+    except ValueError as e:
+        raise ValueError(f"runtime.{e}") from None
 
 
 def total_loss(losses: dict) -> torch.Tensor:
@@ -124,10 +121,13 @@ def train_one_step(model, task, batches, optimizer, scaler, cfg: Config, info: D
     return out
 
 
-def evaluate(task, model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
+def evaluate(task, model: nn.Module, loader: DataLoader, device: torch.device, amp_mode: str | None = None) -> dict:
+    """``task.evaluate`` in eval mode, without gradients, under ``amp_mode``'s autocast (``tasks.common.amp``:
+    the model's convolutions and matrix products in bf16 / fp16, its outputs, post-processing and metrics in
+    float32)."""
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), amp.autocast(amp_mode, device):
         metrics = task.evaluate(model, loader, device)
     model.train(was_training)
     return metrics
@@ -307,7 +307,7 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> 
                         tb.train(done, lr, means)
             if evaluate_now:
                 broadcast_buffers(model)
-                metrics = evaluate(task, model, val_loader, info.device)
+                metrics = evaluate(task, model, val_loader, info.device, cfg.runtime.amp)
                 best = _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best)
                 if tb is not None:
                     tb.val(done, metrics, _pictures(pictures, model, val_loader.dataset))
@@ -440,9 +440,17 @@ def _differences(config, model) -> str:
     return ", ".join(f"{k}={ours[k]} (checkpoint: {theirs[k]})" for k in ours if ours[k] != theirs[k])
 
 
+def _checked_amp(cfg: Config, device: torch.device) -> str:
+    try:
+        return amp.check_amp(cfg.runtime.amp, device)
+    except ValueError as e:
+        raise ConfigError(f"runtime.{e}") from None
+
+
 def evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: str | Path) -> dict:
     """Evaluate a checkpoint on the config's validation set; writes ``test_metrics.json`` in ``work_dir``."""
     info = init_distributed(cfg.runtime.device)
+    amp_mode = _checked_amp(cfg, info.device)
     try:
         model = task.load_model(checkpoint)
     except (RuntimeError, KeyError, EOFError) as e:  # what torch raises for a file it cannot parse
@@ -453,7 +461,7 @@ def evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: str
         print(f"note: the config's data section describes preprocessing {_differences(described, model.preprocessing)}; "
               f"evaluating with the checkpoint's own")
     task.model_preprocessing = model.preprocessing
-    metrics = evaluate(task, model, _val_loader(task, cfg, info), info.device)
+    metrics = evaluate(task, model, _val_loader(task, cfg, info), info.device, amp_mode)
     if info.is_main:
         out = {"checkpoint": str(checkpoint), **metrics}
         ckpt.write_text_atomic(Path(work_dir) / "test_metrics.json", json.dumps(out, indent=2))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from tasks.common.amp import float32
+
 # log(pred) needs pred > 0. The sigmoid head guarantees it in fp32, but in fp16/bf16 it underflows to 0 for
 # very negative logits, and log(0) = -inf turns the loss and every gradient into NaN. Clamping to the
 # smallest normal fp32 (1.2e-38; log = -87.3) keeps the loss finite; the clamp passes no gradient to such
@@ -10,6 +12,7 @@ import torch
 _TINY = torch.finfo(torch.float32).tiny
 
 
+@float32
 def silog_loss(pred: torch.Tensor, target: torch.Tensor, lambd: float = 0.5) -> dict[str, torch.Tensor]:
     """``sqrt(mean(d²) - lambd · mean(d)²)`` with ``d = log(target) - log(pred)`` over pixels with target > 0.
 

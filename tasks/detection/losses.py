@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from tasks.common.amp import float32
 from tasks.common.distributed import all_reduce_sum, is_distributed
 from tasks.detection.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from tasks.detection.matcher import FOCAL_GAMMA, HungarianMatcher
@@ -136,6 +137,7 @@ class SetCriterion(nn.Module):
             count = all_reduce_sum(count) / torch.distributed.get_world_size()
         return max(float(count), 1.0)
 
+    @float32
     def forward(self, outputs: Mapping, targets: Sequence[dict]) -> dict[str, torch.Tensor]:
         """Args:
             outputs: ``"pred_logits"`` ``Tensor[B, Q, K]`` (K = ``num_classes``), ``"pred_boxes"`` ``Tensor[B, Q, 4]``

@@ -7,6 +7,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from tasks.common.amp import float32
 from tasks.detection.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
 FOCAL_GAMMA = 2.0
@@ -60,6 +61,7 @@ class HungarianMatcher(nn.Module):
         return self.cost_bbox * cost_bbox + self.cost_class * cost_class + self.cost_giou * cost_giou
 
     @torch.no_grad()
+    @float32
     def forward(self, outputs: dict, targets: Sequence[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Args:
             outputs: a dict with at least

@@ -4,7 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tasks.common.amp import float32
 
+
+@float32
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> dict[str, torch.Tensor]:
     """Cross-entropy of ``logits[B, K, h, w]`` against labels ``target[B, H, W]`` (int64).
 

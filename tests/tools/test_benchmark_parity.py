@@ -11,8 +11,22 @@ pytest.importorskip("timm")
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
 
 
-@pytest.mark.parametrize("suite", ["backbone", "segformer", "glpn", "detr", "msda", "train", "classifier"])
+@pytest.mark.parametrize("suite", ["backbone", "segformer", "glpn", "detr", "msda", "train", "classifier", "inference"])
 def test_quick_suite(suite):
     result = subprocess.run([sys.executable, str(TOOL), suite, "--quick"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "all outputs agree" in result.stdout and "OK" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite", ["train", "inference"])
+def test_quick_suite_bf16(suite):
+    result = subprocess.run([sys.executable, str(TOOL), suite, "--quick", "--amp", "bf16"], capture_output=True, text=True,
+                            timeout=1200)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "bf16 autocast on both sides" in result.stdout and "MISMATCH" not in result.stdout
+
+
+def test_amp_only_where_supported():
+    result = subprocess.run([sys.executable, str(TOOL), "msda", "--amp", "bf16"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "--amp is supported by train, inference, not msda" in result.stderr
