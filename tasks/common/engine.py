@@ -376,11 +376,11 @@ def evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: str
     except (RuntimeError, KeyError, EOFError) as e:  # what torch raises for a file it cannot parse
         raise ValueError(f"cannot load {checkpoint}: {e}") from e
     model = model.to(info.device)
-    described = task.preprocessing()
-    if described is not None and model.preprocessing != described and info.is_main:
-        print(f"note: the config's data section describes preprocessing {_differences(described, model.preprocessing)}; "
+    own, described = getattr(model, "preprocessing", None), task.preprocessing()
+    if own is not None and described is not None and own != described and info.is_main:
+        print(f"note: the config's data section describes preprocessing {_differences(described, own)}; "
               f"evaluating with the checkpoint's own")
-    task.model_preprocessing = model.preprocessing
+    task.model_preprocessing = own
     metrics = evaluate(task, model, _val_loader(task, cfg, info), info.device)
     if info.is_main:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
