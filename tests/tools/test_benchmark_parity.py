@@ -11,7 +11,8 @@ pytest.importorskip("timm")
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
 
 
-@pytest.mark.parametrize("suite", ["backbone", "segformer", "glpn", "detr", "msda", "train", "classifier", "inference"])
+@pytest.mark.parametrize("suite", ["backbone", "segformer", "glpn", "msda", "classifier", *(
+    pytest.param(s, marks=pytest.mark.slow) for s in ("detr", "train", "inference"))])  # the long ones: -m slow
 def test_quick_suite(suite):
     result = subprocess.run([sys.executable, str(TOOL), suite, "--quick"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]

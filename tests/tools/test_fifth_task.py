@@ -2,6 +2,7 @@
 named nowhere in the shared code) runs through tools/train.py, test.py, infer.py and export.py."""
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,11 @@ CONFIG = ROOT / "tests" / "tasks" / "fifth_task" / "config.py"
 
 
 def _run(tool: str, *args: str) -> subprocess.CompletedProcess:
+    # The task package lives in tests/, which is not installed: the tools find it as a user's own package would
+    # be found, on PYTHONPATH.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, str(ROOT / "tools" / f"{tool}.py"), *map(str, args)],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, f"{tool}: {result.stderr[-2000:]}"
     return result
 

@@ -99,6 +99,7 @@ def test_detection_outputs_equal_the_model_forward():
     assert torch.equal(logits, out["pred_logits"]) and torch.equal(boxes, out["pred_boxes"])
 
 
+@SLOW
 def test_gather_detector_has_no_grid_sample(tmp_path_factory):
     import onnx
 
