@@ -11,7 +11,8 @@ TINY = ["data.num_train=16", "data.num_val=4", "data.num_workers=0", "schedule.m
         "schedule.checkpoint_interval=3", "schedule.warmup_iters=0"]
 
 
-@pytest.mark.parametrize("config, metric", [("glpn_pvt_b0_toy", "abs_rel"), ("deformable_detr_pvt_b0_toy", "AP50")])
+@pytest.mark.parametrize("config, metric", [  # detection also trains and tests in test_custom_coco.py
+    ("glpn_pvt_b0_toy", "abs_rel"), pytest.param("deformable_detr_pvt_b0_toy", "AP50", marks=pytest.mark.slow)])
 def test_train_and_test(config, metric, tmp_path):
     options = [f"data.root={tmp_path / 'data'}", *TINY]
     train = [sys.executable, str(ROOT / "tools" / "train.py"), str(ROOT / "configs" / f"{config}.py"),
