@@ -45,13 +45,18 @@ def get_size(height: int, width: int, size: int, max_size: Optional[int] = None)
 
 
 def resize(sample: dict, size: int, max_size: Optional[int]) -> dict:
-    """Keep-ratio resize of the image (PIL bilinear) and its boxes to short side ``size`` (see ``get_size``)."""
+    """Keep-ratio resize of the image (PIL bilinear) to short side ``size`` (see ``get_size``), with its
+    ``"boxes"`` (scaled) and a ``"mask"`` target map (nearest: every pixel keeps one target) where present."""
     height, width = sample["image"].shape[:2]
     new_h, new_w = get_size(height, width, size, max_size)
     if (new_h, new_w) != (height, width):
         sample["image"] = np.asarray(Image.fromarray(sample["image"]).resize((new_w, new_h), Image.BILINEAR))
-        scale = np.array([new_w / width, new_h / height] * 2, dtype=np.float32)
-        sample["boxes"] = sample["boxes"] * scale
+        if "boxes" in sample:
+            scale = np.array([new_w / width, new_h / height] * 2, dtype=np.float32)
+            sample["boxes"] = sample["boxes"] * scale
+        if sample.get("mask") is not None:
+            mask = Image.fromarray(sample["mask"].astype(np.int32)).resize((new_w, new_h), Image.NEAREST)
+            sample["mask"] = np.asarray(mask, np.int32)
     return sample
 
 

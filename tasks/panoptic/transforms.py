@@ -26,11 +26,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from tasks.common.images import IMAGENET_MEAN, IMAGENET_STD
 from tasks.common.transforms import Compose, RandomHorizontalFlip, sample_rng
-from tasks.detection.transforms import DETR_SCALES, RandomSelect, _check_sizes, get_size
+from tasks.detection.transforms import DETR_SCALES, RandomResize, RandomSelect, Resize, _check_sizes
 
 CROP_RESIZE_MAX = 4200  # the authors' long-side cap before the crop
 
@@ -57,50 +56,6 @@ class SegmentTargets:
         sample["mask"] = index
         sample["labels"] = np.array(labels, np.int64)
         return sample
-
-
-def _resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(values.astype(np.int32)).resize((width, height), Image.NEAREST), np.int32)
-
-
-def resize(sample: dict, size: int, max_size: Optional[int]) -> dict:
-    """Keep-ratio resize of the image (bilinear) and of ``"mask"`` if present (nearest) to short side ``size``."""
-    height, width = sample["image"].shape[:2]
-    new_h, new_w = get_size(height, width, size, max_size)
-    if (new_h, new_w) != (height, width):
-        sample["image"] = np.asarray(Image.fromarray(sample["image"]).resize((new_w, new_h), Image.BILINEAR))
-        if sample.get("mask") is not None:
-            sample["mask"] = _resize_map(sample["mask"], new_h, new_w)
-    return sample
-
-
-@dataclass(frozen=True)
-class RandomResize:
-    """Keep-ratio resize to a short side drawn uniformly from ``sizes``, long side capped at ``max_size``."""
-
-    sizes: tuple[int, ...]
-    max_size: Optional[int] = None
-
-    def __post_init__(self):
-        _check_sizes(self.sizes, "RandomResize.sizes")
-
-    def __call__(self, sample: dict) -> dict:
-        size = self.sizes[int(sample_rng(sample, "RandomResize").integers(len(self.sizes)))]
-        return resize(sample, size, self.max_size)
-
-
-@dataclass(frozen=True)
-class Resize:
-    """Evaluation: keep-ratio resize of the image to short side ``size``, long side ≤ ``max_size``."""
-
-    size: int = 800
-    max_size: Optional[int] = 1333
-
-    def __post_init__(self):
-        _check_sizes((self.size,), "Resize.size")
-
-    def __call__(self, sample: dict) -> dict:
-        return resize(sample, self.size, self.max_size)
 
 
 @dataclass(frozen=True)
