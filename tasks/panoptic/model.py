@@ -12,6 +12,7 @@ matches its unpadded result only approximately. Evaluation and ``predict`` run o
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from typing import Callable, Mapping, Sequence
 
@@ -28,6 +29,10 @@ from tasks.detection.model import _image_sizes
 
 from .inference import MergeOptions, post_process
 from .weights import RESNET50_ARGS, WEIGHTS
+
+# The architecture's hyper-parameters and their defaults are declared once, by the head.
+HEAD_DEFAULTS = {name: p.default for name, p in inspect.signature(PanopticSegFormerHead).parameters.items()
+                 if p.default is not inspect.Parameter.empty}
 
 # The exported graph's outputs (what tasks.panoptic's TaskSpec declares), in export_forward's order.
 EXPORT_OUTPUTS = ("pred_logits", "pred_boxes", "thing_masks", "stuff_masks", "stuff_logits")
@@ -57,19 +62,19 @@ class PanopticSegFormer(TaskModel):
     def __init__(
         self,
         backbone: str = "pvt_v2_b5",
-        num_things_classes: int = 80,
-        num_stuff_classes: int = 53,
+        num_things_classes: int = HEAD_DEFAULTS["num_things_classes"],
+        num_stuff_classes: int = HEAD_DEFAULTS["num_stuff_classes"],
         *,
-        num_queries: int = 300,
-        hidden_dim: int = 256,
-        nheads: int = 8,
-        enc_layers: int = 6,
-        dec_layers: int = 6,
-        dim_feedforward: int = 1024,
-        dropout: float = 0.1,
-        n_points: int = 4,
-        thing_mask_layers: int = 4,
-        stuff_mask_layers: int = 6,
+        num_queries: int = HEAD_DEFAULTS["num_queries"],
+        hidden_dim: int = HEAD_DEFAULTS["hidden_dim"],
+        nheads: int = HEAD_DEFAULTS["nheads"],
+        enc_layers: int = HEAD_DEFAULTS["enc_layers"],
+        dec_layers: int = HEAD_DEFAULTS["dec_layers"],
+        dim_feedforward: int = HEAD_DEFAULTS["dim_feedforward"],
+        dropout: float = HEAD_DEFAULTS["dropout"],
+        n_points: int = HEAD_DEFAULTS["n_points"],
+        thing_mask_layers: int = HEAD_DEFAULTS["thing_mask_layers"],
+        stuff_mask_layers: int = HEAD_DEFAULTS["stuff_mask_layers"],
         backbone_stages: Sequence[str] = ("stage2", "stage3", "stage4"),
         backbone_args: Mapping | None = None,
         backbone_weights: str | os.PathLike | None = None,
