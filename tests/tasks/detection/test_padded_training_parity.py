@@ -31,19 +31,40 @@ def _batch():
     return padded_batch([torch.randn(3, 96, 128), torch.randn(3, 112, 80)])
 
 
-def test_padded_training_matches_hugging_face_outputs_and_gradients(models):
-    ours, ref = models
-    batch, mask = _batch()
-    grads = []
+def _logits_and_input_grad(ours, ref, batch, mask):
+    out = []
     for run in (lambda x: ours(x, mask)["pred_logits"], lambda x: ref(pixel_values=x, pixel_mask=mask).logits):
         x = batch.clone().requires_grad_(True)
         logits = run(x)
-        (logits.sigmoid() * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum().backward()
-        grads.append((logits.detach(), x.grad))
-    (lo, go), (lr, gr) = grads
-    assert (lo - lr).abs().max() <= 1e-4
-    assert (go - gr).abs().max() <= 1e-4 * gr.abs().max()
+        weights = torch.linspace(-1, 1, logits.numel(), dtype=logits.dtype).view_as(logits)
+        (logits.sigmoid() * weights).sum().backward()
+        out.append((logits.detach(), x.grad))
     ours.zero_grad(), ref.zero_grad()
+    return out
+
+
+def test_padded_training_matches_hugging_face_outputs_and_gradients(models):
+    ours, ref = models
+    batch, mask = _batch()
+    # fp32 outputs: the same math in another order (fused attention, channels-last convolutions) differs by
+    # ~1.5e-6 on these logits (measured over 40 initialisations); 1e-4 is the suite's parity bound.
+    (lo, _), (lr, _) = _logits_and_input_grad(ours, ref, batch, mask)
+    assert (lo - lr).abs().max() <= 1e-4
+
+    # Gradients in fp64. The gradient of a bilinear sample jumps where its location crosses a pixel border,
+    # and fp32 locations differ between the implementations by ~1e-6: in about one initialisation in ten a
+    # location lies on different sides of a border in the two, and that one sample changes input gradients
+    # by ~1e-4 (1e-2 of their maximum) while the others agree to 1e-6 relative. In fp64 the two agree a
+    # hundred times closer (logits to ~3e-8: a few steps, such as our sine position embeddings, stay fp32),
+    # so such a crossing is that much rarer; the input gradients agree to <= 1.4e-7 of their maximum
+    # (measured on 3 initialisations, one of them an fp32 outlier). 1e-5 leaves two orders of margin and
+    # still fails for any real difference in the backward pass (a missing term or a wrong mask is > 1e-2).
+    try:
+        (lo, go), (lr, gr) = _logits_and_input_grad(ours.double(), ref.double(), batch.double(), mask)
+    finally:
+        ours.float(), ref.float()
+    assert (lo - lr).abs().max() <= 1e-6
+    assert (go - gr).abs().max() <= 1e-5 * gr.abs().max()
 
 
 def test_batch_invariant_training_flag_keeps_the_exact_path(models):
