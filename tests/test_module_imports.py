@@ -52,7 +52,7 @@ def _imports(module: str, path: Path, modules: dict[str, Path]):
             if node.level:
                 package = _package_of(module, path).split(".")
                 anchor = ".".join(package[: len(package) - node.level + 1])
-                base = f"{anchor}.{base}".rstrip(".") if base else anchor
+                base = f"{anchor}.{base}" if base else anchor
             names = []
             for alias in node.names:
                 if f"{base}.{alias.name}" in modules:
@@ -126,8 +126,8 @@ def import_loops(root: Path = ROOT) -> list[str]:
 
 
 def private_imports(root: Path = ROOT) -> list[str]:
-    """``path:line: module._name`` for each private name taken from another package's module: imported by name,
-    or read as an attribute of a module imported under a name."""
+    """``path:line: module._name`` for each private name taken from another package: a private module, a name
+    imported from a module, or an attribute read from a module imported under a name."""
     modules = project_modules(root)
     found = []
     for module, path in modules.items():
@@ -136,7 +136,10 @@ def private_imports(root: Path = ROOT) -> list[str]:
         bound = {}  # local name -> module of another package
         for line, target, names, local in _imports(module, path, modules):
             if _package_of(target, modules[target]) != here:
-                found += [f"{rel}:{line}: {target}.{n}" for n in names if _is_private(n)]
+                private = [f"{target}.{n}" for n in names if _is_private(n)]
+                if _is_private(target.rpartition(".")[2]):
+                    private.append(target)
+                found += [f"{rel}:{line}: {name}" for name in private]
                 bound.update({local: target} if local else {})
         for node in ast.walk(ast.parse(path.read_text(), filename=rel)):
             if (
@@ -194,6 +197,7 @@ def test_the_private_name_finder_sees_names_and_attributes_across_packages(tmp_p
         "tasks/__init__.py": "",
         "tasks/det/__init__.py": "from .model import _size\n",  # its own package: fine
         "tasks/det/model.py": "_size = 1\n__all__ = []\n",
+        "tasks/det/_util.py": "",
         "tasks/pan/__init__.py": "",
         "tasks/pan/model.py": (
             "from tasks.det.model import _size, __all__\n"  # a dunder is not private
@@ -201,6 +205,7 @@ def test_the_private_name_finder_sees_names_and_attributes_across_packages(tmp_p
             "import tasks.det.model as m\n"
             "def f():\n    return det._size + det.public\n"
             "def g():\n    return m._size\n"
+            "from tasks.det import _util\n"
         ),
         "backbones/__init__.py": "",
         "backbones/x.py": "import torch\nfrom torch import _C\n",  # other libraries are theirs to judge
@@ -209,6 +214,7 @@ def test_the_private_name_finder_sees_names_and_attributes_across_packages(tmp_p
         "tasks/pan/model.py:1: tasks.det.model._size",
         "tasks/pan/model.py:5: tasks.det.model._size",
         "tasks/pan/model.py:7: tasks.det.model._size",
+        "tasks/pan/model.py:8: tasks.det._util",
     ]
 
 
