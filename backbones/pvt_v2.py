@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .base import STAGE_NAMES, Backbone
-from .pvt_v2_weights import convert_pvt_v2_state_dict, infer_arch
+from .pvt_v2_keys import convert_pvt_v2_state_dict
 from .registry import register_backbone
 
 
@@ -331,7 +331,7 @@ class PVTv2(Backbone):
         if arch == mine:
             return ""
         diff = "; ".join(f"{k} {arch[k]} in the weights vs {mine[k]} here" for k in arch if arch[k] != mine[k])
-        match = [n for n, a in {**PVT_V2_VARIANTS, **MIT_VARIANTS}.items() if {**_ARCH_DEFAULTS, **a} == arch]
+        match = _variants_sharing(arch, VARIANT_KEYS[0], _VARIANT_CONFIGS)
         advice = f"these weights fit {' / '.join(match)}" if match else "no registered variant has this architecture"
         return f"the weights come from another architecture ({diff}); {advice}"
 
@@ -345,7 +345,6 @@ PVT_V2_VARIANTS = {
     "pvt_v2_b4": dict(hidden_sizes=(64, 128, 320, 512), depths=(3, 8, 27, 3)),
     "pvt_v2_b5": dict(hidden_sizes=(64, 128, 320, 512), depths=(3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4)),
 }
-_ARCH_DEFAULTS = dict(mlp_ratios=(8, 8, 4, 4), linear_attention=False)
 # MiT (SegFormer / GLPN encoders): PVTv2 sizes with MLP ratio 4 everywhere.
 MIT_VARIANTS = {
     f"mit_b{i}": dict(PVT_V2_VARIANTS[f"pvt_v2_b{i}"], mlp_ratios=(4, 4, 4, 4)) for i in range(6)
@@ -363,3 +362,45 @@ def _register(name: str, arch: dict) -> None:
 
 for _name, _arch in {**PVT_V2_VARIANTS, **MIT_VARIANTS}.items():
     _register(_name, _arch)
+
+
+# The registered variants as full configs, and the fields that tell them apart, most telling first.
+_VARIANT_CONFIGS = {n: dataclasses.asdict(PVTv2Config(**a)) for n, a in {**PVT_V2_VARIANTS, **MIT_VARIANTS}.items()}
+VARIANT_KEYS = (
+    ("hidden_sizes", "depths", "mlp_ratios", "linear_attention"),
+    ("hidden_sizes", "depths"),
+    ("hidden_sizes", "mlp_ratios", "linear_attention"),
+)
+
+
+def variant_for(arch: Mapping, family: Mapping[str, dict] | None = None) -> tuple[str, dict]:
+    """``(registered variant, overrides)`` that build ``arch`` (``PVTv2Config`` fields; lists read as tuples):
+    the first variant of ``family`` (default: every PVTv2 and MiT variant) sharing the first of ``VARIANT_KEYS``
+    that any shares (a field ``arch`` lacks matches), else the family's first; the overrides are where ``arch``
+    differs from that variant's config."""
+    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
+    names = list(family or _VARIANT_CONFIGS)
+    fits = [n for keys in VARIANT_KEYS for n in _variants_sharing(arch, keys, names)]
+    name = (fits or names)[0]
+    return name, {k: v for k, v in arch.items() if _VARIANT_CONFIGS[name][k] != v}
+
+
+def _variants_sharing(arch: Mapping, keys: Sequence[str], names) -> list[str]:
+    return [n for n in names if all(_VARIANT_CONFIGS[n][k] == arch.get(k, _VARIANT_CONFIGS[n][k]) for k in keys)]
+
+
+def infer_arch(sd: Mapping) -> dict | None:
+    """The ``VARIANT_KEYS[0]`` fields of the network a state dict in our keys was made for, read from its weight
+    shapes, or None if it is incomplete."""
+    try:
+        arch = dict(hidden_sizes=[], depths=[], mlp_ratios=[])
+        for i in range(1, 5):
+            fc1 = sd[f"stage{i}.blocks.0.mlp.fc1.weight"]
+            arch["hidden_sizes"].append(fc1.shape[1])
+            arch["mlp_ratios"].append(fc1.shape[0] // fc1.shape[1])
+            arch["depths"].append(len({k.split(".")[2] for k in sd if k.startswith(f"stage{i}.blocks.")}))
+        arch = {k: tuple(v) for k, v in arch.items()}
+        arch["linear_attention"] = "stage4.blocks.0.attn.sr.weight" in sd
+        return arch
+    except KeyError:
+        return None

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inputs import check_features
 from .precision import float32
 
 
@@ -215,30 +216,14 @@ class GLPNHead(nn.Module):
         return depth if size is None else _crop(depth, size)
 
     def _check(self, features, size) -> None:
-        n = len(self.in_channels)
-        if isinstance(features, torch.Tensor) or not isinstance(features, Sequence):
-            raise TypeError(f"GLPNHead expects a sequence of {n} feature maps, got {type(features).__name__}")
-        if len(features) != n:
-            raise ValueError(
-                f"GLPNHead expects {n} feature maps (channels {list(self.in_channels)}), got {len(features)}"
-            )
-        prev = None
-        for i, (f, c) in enumerate(zip(features, self.in_channels)):
-            if not isinstance(f, torch.Tensor) or f.dim() != 4:
-                shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-                raise ValueError(f"GLPNHead: feature {i} must be a 4-d tensor [B, C, H, W], got {shape}")
-            b, h, w = f.shape[0], f.shape[2], f.shape[3]
-            if f.shape[1] != c or (prev is not None and b != prev[0]):
+        check_features("GLPNHead", features, self.in_channels)
+        for i in range(1, len(features)):
+            (h, w), (ph, pw) = features[i].shape[2:], features[i - 1].shape[2:]
+            if not (0 <= 2 * h - ph <= 1 and 0 <= 2 * w - pw <= 1):
                 raise ValueError(
-                    f"GLPNHead: feature {i} has shape {tuple(f.shape)}; expected [B={prev[0] if prev else b}, "
-                    f"C={c}, H, W] (in_channels {list(self.in_channels)})"
-                )
-            if prev is not None and not (0 <= 2 * h - prev[1] <= 1 and 0 <= 2 * w - prev[2] <= 1):
-                raise ValueError(
-                    f"GLPNHead: feature {i} is {h}x{w} but feature {i - 1} is {prev[1]}x{prev[2]}; each map must "
+                    f"GLPNHead: feature {i} is {h}x{w} but feature {i - 1} is {ph}x{pw}; each map must "
                     "be half the previous one's size, rounded up"
                 )
-            prev = (b, h, w)
         if size is not None:
             full = (4 * features[0].shape[2], 4 * features[0].shape[3])
             if len(size) != 2 or not (0 < size[0] <= full[0] and 0 < size[1] <= full[1]):

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inputs import check_features
 from .precision import float32
 
 
@@ -85,7 +86,7 @@ class SegFormerHead(nn.Module):
         return weights, bias
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        self._check(features)
+        check_features("SegFormerHead", features, self.in_channels)
         weights, bias = self.composed_weights()
         fold_bn = not self.bn.training and self.bn.running_mean is not None
         if fold_bn:  # eval BatchNorm is a per-channel affine map: fold it into the linear part
@@ -108,29 +109,6 @@ class SegFormerHead(nn.Module):
         x = self.dropout(F.relu_(x))  # no backward formula saved x, so in place is safe
         logits = F.linear(x.permute(0, 2, 3, 1), self.classifier.weight.flatten(1), self.classifier.bias)
         return float32(logits.permute(0, 3, 1, 2))  # float32 under autocast too, for the loss and the argmax
-
-    def _check(self, features) -> None:
-        if isinstance(features, torch.Tensor) or not isinstance(features, Sequence):
-            raise TypeError(
-                f"SegFormerHead expects a sequence of {len(self.in_channels)} feature maps, "
-                f"got {type(features).__name__}"
-            )
-        if len(features) != len(self.in_channels):
-            raise ValueError(
-                f"SegFormerHead expects {len(self.in_channels)} feature maps (channels {list(self.in_channels)}), "
-                f"got {len(features)}"
-            )
-        batch = None
-        for i, (f, c) in enumerate(zip(features, self.in_channels)):
-            if not isinstance(f, torch.Tensor) or f.dim() != 4:
-                shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-                raise ValueError(f"SegFormerHead: feature {i} must be a 4-d tensor [B, C, H, W], got {shape}")
-            if f.shape[1] != c or (batch is not None and f.shape[0] != batch):
-                raise ValueError(
-                    f"SegFormerHead: feature {i} has shape {tuple(f.shape)}; expected [B={batch or f.shape[0]}, "
-                    f"C={c}, H, W] (in_channels {list(self.in_channels)})"
-                )
-            batch = f.shape[0]
 
     def extra_repr(self) -> str:
         return f"in_channels={list(self.in_channels)}, num_classes={self.num_classes}, embed_dim={self.embed_dim}"

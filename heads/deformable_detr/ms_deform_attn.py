@@ -23,6 +23,20 @@ def _shapes(spatial_shapes) -> list[tuple[int, int]]:
             for h, w in spatial_shapes]
 
 
+def _checked_shapes(spatial_shapes, value: torch.Tensor, sampling_locations: torch.Tensor) -> list[tuple[int, int]]:
+    """``_shapes``, checked against the S tokens of ``value`` and the L levels of ``sampling_locations``."""
+    shapes = _shapes(spatial_shapes)
+    S, L = value.shape[1], sampling_locations.shape[3]
+    if sum(h * w for h, w in shapes) != S or L != len(shapes):
+        raise ValueError(f"ms_deform_attn: spatial_shapes {shapes} do not fit value [B, S={S}, ...] and {L} levels")
+    return shapes
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half inputs (the sum over L * P points loses too much in fp16), else ``dtype``."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def ms_deform_attn(
     value: torch.Tensor,
     spatial_shapes,
@@ -41,13 +55,10 @@ def ms_deform_attn(
     Runs in float32 under autocast or for half inputs (the sum over L * P points loses too much in fp16,
     and the original kernel has no half path); the result has ``value``'s dtype.
     """
-    shapes = _shapes(spatial_shapes)
+    shapes = _checked_shapes(spatial_shapes, value, sampling_locations)
     B, S, heads, d = value.shape
     _, Q, _, L, P, _ = sampling_locations.shape
-    if sum(h * w for h, w in shapes) != S or L != len(shapes):
-        raise ValueError(f"ms_deform_attn: spatial_shapes {shapes} do not fit value [B, S={S}, ...] and {L} levels")
-    out_dtype = value.dtype
-    compute = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
+    out_dtype, compute = value.dtype, _compute_dtype(value.dtype)
     with torch.autocast(value.device.type, enabled=False):
         value = value.to(compute)
         grids = (2 * sampling_locations.to(compute) - 1).transpose(1, 2).flatten(0, 1)  # [B*heads, Q, L, P, 2]
@@ -154,13 +165,10 @@ def ms_deform_attn_bag(
     """The same as ``ms_deform_attn`` for all levels in one ``F.embedding_bag``: every output row is a
     weighted sum of value rows (4 bilinear corners x L x P per query and head), weights = attention x
     bilinear weight, 0 for corners outside the map. Differentiable in value, locations and weights."""
-    shapes = _shapes(spatial_shapes)
+    shapes = _checked_shapes(spatial_shapes, value, sampling_locations)
     B, S, heads, d = value.shape
     _, Q, _, L, P, _ = sampling_locations.shape
-    if sum(h * w for h, w in shapes) != S or L != len(shapes):
-        raise ValueError(f"ms_deform_attn: spatial_shapes {shapes} do not fit value [B, S={S}, ...] and {L} levels")
-    out_dtype = value.dtype
-    compute = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
+    out_dtype, compute = value.dtype, _compute_dtype(value.dtype)
     device = value.device
     with torch.autocast(device.type, enabled=False):
         size = torch.tensor(shapes, device=device)  # [L, 2] (h, w)
@@ -208,8 +216,7 @@ def ms_deform_attn_gather(
     shapes = _shapes(spatial_shapes)
     B, S, heads, d = value.shape
     _, Q, _, L, P, _ = sampling_locations.shape
-    out_dtype = value.dtype
-    compute = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
+    out_dtype, compute = value.dtype, _compute_dtype(value.dtype)
     device = value.device
     with torch.autocast(device.type, enabled=False):
         loc, attn = sampling_locations.to(compute), attention_weights.to(compute)

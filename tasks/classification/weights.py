@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Mapping
 
 from backbones import hub
-from backbones.pvt_v2 import PVT_V2_VARIANTS
-from backbones.pvt_v2_weights import (
-    arch_from_state_dict, detect_pvt_v2_format, mit_from_hf_config, pvt_v2_from_hf_config, variant_for,
-)
+from backbones.pvt_v2 import PVT_V2_VARIANTS, variant_for
+from backbones.pvt_v2_arch import arch_from_state_dict, mit_from_hf_config, pvt_v2_from_hf_config
+from backbones.pvt_v2_keys import detect_pvt_v2_format
 from backbones.weights import RenameRules
 from tasks.common.preprocess import Preprocessing
 from tasks.common.pretrained import OriginalFormat, TaskWeights, class_names_from_hf, hf_num_labels

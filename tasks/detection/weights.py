@@ -13,7 +13,7 @@ from typing import Mapping
 
 import torch
 
-from backbones.pvt_v2_weights import pvt_v2_from_hf_config
+from backbones.pvt_v2_arch import pvt_v2_from_hf_config
 from backbones.weights import RenameRules
 from tasks.common.pretrained import TaskWeights, class_names_from_hf, hf_num_labels
 from tasks.common.zoo import PublishedModel

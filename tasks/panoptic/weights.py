@@ -15,7 +15,8 @@ from typing import Mapping
 
 import torch
 
-from backbones.pvt_v2_weights import arch_from_state_dict, variant_for
+from backbones.pvt_v2 import variant_for
+from backbones.pvt_v2_arch import arch_from_state_dict
 from backbones.weights import RenameRules
 from tasks.common.pretrained import OriginalFormat, TaskWeights
 

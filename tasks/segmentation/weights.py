@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from backbones.pvt_v2_weights import mit_from_hf_config, mit_from_state_dict
+from backbones.pvt_v2_arch import mit_from_hf_config, mit_from_state_dict
 from backbones.weights import RenameRules
 from tasks.common.pretrained import OriginalFormat, TaskWeights, class_names_from_hf, hf_num_labels
 from tasks.common.zoo import PublishedModel
