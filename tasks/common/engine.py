@@ -14,7 +14,9 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -252,6 +254,24 @@ def _claim(work_dir: Path, info: DistInfo):
     return lock
 
 
+@dataclass
+class _Run:
+    """What the loop's helpers share: the objects of one run and its progress (``done``: the last completed
+    iteration, ``best``: the best evaluation so far, as ``best.pth`` records it)."""
+
+    task: Any
+    cfg: Config
+    info: DistInfo
+    work_dir: Path
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    log: JsonlLog
+    done: int = 0
+    best: dict | None = None
+
+
 def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> dict:
     if "tensorboard" in cfg.runtime.loggers:
         TensorBoardLog.check_installed()
@@ -267,6 +287,7 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> 
     net = nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model
     batches = iter(train_loader)
     log = JsonlLog(work_dir / "log.jsonl")
+    run = _Run(task, cfg, info, work_dir, model, optimizer, scheduler, scaler, log, start, best)
     if info.is_main:
         _prepare_work_dir(work_dir, cfg, log, info, start, archive=restart and resume is None)
     tb = TensorBoardLog(work_dir / "tensorboard", start) if info.is_main and "tensorboard" in cfg.runtime.loggers else None
@@ -280,7 +301,7 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> 
         tic = time.perf_counter()
         for it in range(start, cfg.schedule.max_iters):
             micro = [next(batches) for _ in range(cfg.schedule.grad_accum)]
-            _check_batches(micro, it, result["iteration"], work_dir, model, optimizer, scheduler, scaler, cfg, info, best)
+            _check_batches(micro, it, run)
             try:
                 meter.add(train_one_step(net, task, iter(micro), optimizer, scaler, cfg, info), it + 1)
             except Exception as e:  # e.g. the matcher refusing NaN boxes: the NaN loss before it is the cause
@@ -290,7 +311,7 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> 
                 raise
             lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0)
             scheduler.step()
-            done = result["iteration"] = it + 1
+            done = result["iteration"] = run.done = it + 1
             bar.update(1)
             evaluate_now = done % cfg.schedule.eval_interval == 0 or done == cfg.schedule.max_iters
             stop_now = all_reduce_sum(torch.tensor([float(stop.requested)])).item() > 0  # all ranks agree
@@ -308,12 +329,12 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> 
             if evaluate_now:
                 broadcast_buffers(model)
                 metrics = evaluate(task, model, val_loader, info.device, cfg.runtime.amp)
-                best = _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best)
+                _record_eval(run, metrics)
                 if tb is not None:
                     tb.val(done, metrics, _pictures(pictures, model, val_loader.dataset))
-                result["metrics"], result["best"] = metrics, best
+                result["metrics"], result["best"] = metrics, run.best
             if save_now:
-                _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best)
+                _save_last(run)
                 saved = (work_dir / "last.pth", done)
             if stop_now:
                 result["stopped"] = "signal"
@@ -339,21 +360,21 @@ def _pictures(pictures, model, dataset) -> list:
         return []
 
 
-def _check_batches(micro, it, done, work_dir, model, optimizer, scheduler, scaler, cfg, info, best) -> None:
+def _check_batches(micro, it: int, run: _Run) -> None:
     """Before iteration ``it + 1``: if any process met a sample it cannot read, every process saves the state of
-    the last completed iteration ``done`` (so ``--resume`` continues once the file is fixed) and raises
+    the last completed iteration ``run.done`` (so ``--resume`` continues once the file is fixed) and raises
     ``DataError`` with the first bad sample's message."""
     bad = next((b.message for b in micro if isinstance(b, BadSample)), None)
-    if info.world_size > 1:
+    if run.info.world_size > 1:
         if all_reduce_sum(torch.tensor([float(bad is not None)])).item() == 0:
             return
         bad = next(m for m in all_gather_objects(bad) if m is not None)
     elif bad is None:
         return
-    _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best)
+    _save_last(run)
     raise DataError(
-        f"iteration {it + 1}: a training sample cannot be read: {bad}; the state after iteration {done} is saved in "
-        f"{work_dir / 'last.pth'}: fix the file, then continue with --resume"
+        f"iteration {it + 1}: a training sample cannot be read: {bad}; the state after iteration {run.done} is saved "
+        f"in {run.work_dir / 'last.pth'}: fix the file, then continue with --resume"
     )
 
 
@@ -400,37 +421,38 @@ def _plot(log: JsonlLog, path: Path) -> None:
         tqdm.write(f"warning: {path} was not updated: {e}")
 
 
-def _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best):
-    """Log an evaluation, write metrics.json, and keep best.pth by the task's main metric."""
-    if not info.is_main:
-        return best
+def _record_eval(run: _Run, metrics: dict) -> None:
+    """Log an evaluation, write metrics.json, and keep best.pth by the task's main metric (``run.best``)."""
+    if not run.info.is_main:
+        return
+    task, done, best = run.task, run.done, run.best
     value = metrics[task.main_metric]
-    log.write({"mode": "val", "iter": done, "metrics": metrics})
+    run.log.write({"mode": "val", "iter": done, "metrics": metrics})
     tqdm.write(f"iteration {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(metrics).items()))
-    ckpt.write_text_atomic(work_dir / "metrics.json", json.dumps({"iteration": done, **metrics}, indent=2))
+    ckpt.write_text_atomic(run.work_dir / "metrics.json", json.dumps({"iteration": done, **metrics}, indent=2))
     better = best is None or (value > best["value"] if task.higher_is_better else value < best["value"])
     if better and not math.isnan(value):
-        best = {"metric": task.main_metric, "value": value, "iteration": done}
-        ckpt.save_atomic({"model": model.state_dict(), "meta": _meta(cfg, model), "best": best}, work_dir / "best.pth")
-    return best
+        run.best = {"metric": task.main_metric, "value": value, "iteration": done}
+        state = {"model": run.model.state_dict(), "meta": _meta(run.cfg, run.model), "best": run.best}
+        ckpt.save_atomic(state, run.work_dir / "best.pth")
 
 
-def _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best) -> None:
+def _save_last(run: _Run) -> None:
     rng = [ckpt.rng_state()]
-    if info.world_size > 1:  # every rank's generators, so each resumes its own stream
+    if run.info.world_size > 1:  # every rank's generators, so each resumes its own stream
         rng = all_gather_objects(rng[0])
-    if info.is_main:
+    if run.info.is_main:
         state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "iteration": done,
-            "best": best,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "iteration": run.done,
+            "best": run.best,
             "rng": rng,
-            "meta": _meta(cfg, model),
+            "meta": _meta(run.cfg, run.model),
         }
-        ckpt.save_atomic(state, work_dir / "last.pth")
+        ckpt.save_atomic(state, run.work_dir / "last.pth")
     barrier()
 
 
