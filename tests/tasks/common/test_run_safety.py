@@ -67,7 +67,7 @@ def test_failed_write_keeps_the_old_file_and_names_path_and_reason(tmp_path, mon
     with pytest.raises(WriteError) as info:
         checkpoint.save_atomic({"iteration": 2}, path)
     monkeypatch.undo()
-    assert str(info.value) == f"cannot write {path}: No space left on device (the previous file, if any, is unchanged)"
+    assert str(info.value) == f"cannot write {path}: No space left on device (the previous last.pth is kept unchanged)"
     assert info.value.errno == errno.ENOSPC
     assert checkpoint.load(path)["iteration"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]  # no temporary file left behind
