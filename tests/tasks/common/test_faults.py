@@ -3,8 +3,11 @@ small tmpfs where the machine lets us mount one, a simulated one otherwise), an 
 import errno
 import multiprocessing
 import os
+import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,3 +194,43 @@ def test_an_evaluation_into_a_live_trainings_work_dir_is_refused(tmp_path):
         with pytest.raises(WorkDirBusy, match=rf"pid {os.getpid()} on host .*, training\)"):
             evaluate_checkpoint(FakeTask(cfg), cfg, tmp_path / "best.pth", tmp_path)
         assert {k: v for k, v in _snapshot(tmp_path).items() if k != ".lock"} == before  # nothing written
+
+
+ROOT = Path(__file__).resolve().parents[3]
+TOY = ROOT / "configs" / "segformer_pvt_b0_toy.py"
+
+
+def _test_tool(*args):
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "test.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_cli_evaluation_into_a_busy_work_dir_is_one_line(tmp_path):
+    with claim_work_dir(tmp_path / "test"):  # as a live training holds it; refused before the checkpoint is read
+        busy = _test_tool(TOY, tmp_path / "any.pth", "--work-dir", tmp_path / "test")
+    assert busy.returncode == 2 and busy.stderr == (
+        f"error: {tmp_path / 'test'} is in use by another run (pid {os.getpid()} on host {socket.gethostname()}, "
+        "training); wait for it to end, stop it, or choose another --work-dir\n")
+
+
+@pytest.mark.slow
+def test_cli_evaluation_of_a_bad_validation_sample_is_one_line(tmp_path):
+    import cv2
+
+    from tasks.common.cli import config_and_task
+    from tasks.segmentation.toy import ensure_toy_dataset
+
+    options = [f"data.root={tmp_path / 'data'}", "data.num_train=2", "data.num_val=2", "data.size=(64, 64)",
+               "data.crop=64", "data.scale=(128, 64)", "data.test_scale=(256, 64)", "data.batch_size=2",
+               "data.num_workers=1", "schedule.max_iters=1", "schedule.warmup_iters=0", "model.backbone_weights=None"]
+    ensure_toy_dataset(tmp_path / "data", num_train=2, num_val=2, size=(64, 64), seed=0)
+    cfg, task = config_and_task(str(TOY), options)
+    fit(task, cfg, tmp_path / "run")
+    mask = sorted((tmp_path / "data").rglob("annotations/validation/*.png"))[1]
+    labels = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+    labels[0, 0] = 200  # toy masks hold 0..4
+    cv2.imwrite(str(mask), labels)
+    bad = _test_tool(TOY, tmp_path / "run" / "best.pth", "--work-dir", tmp_path / "test", "--cfg-options", *options)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+    assert bad.stderr.startswith("error: a validation sample cannot be read: ") and str(mask) in bad.stderr
+    assert len(bad.stderr) < 300 and not (tmp_path / "test" / "test_metrics.json").exists()

@@ -106,8 +106,15 @@ def test_resume_from_a_truncated_checkpoint_names_it(tmp_path):
     fit(FakeTask(cfg), cfg, tmp_path)
     last = tmp_path / "last.pth"
     last.write_bytes(last.read_bytes()[:200])
-    with pytest.raises(ConfigError, match=rf"cannot resume: {last} is not a readable checkpoint \(truncated"):
+    with pytest.raises(ConfigError, match=rf"cannot resume: {last} is not a readable checkpoint \(truncated") as info:
         fit(FakeTask(cfg), cfg, tmp_path, resume=last)
+    assert str(info.value).endswith(  # the ways on, in the CLI's own options
+        f"; start over with --restart (the old files move to {tmp_path / 'previous'}/), or start from its best weights "
+        f"with --work-dir <new dir> --cfg-options model.weights={tmp_path / 'best.pth'}")
+    (tmp_path / "best.pth").unlink()
+    with pytest.raises(ConfigError) as info:
+        fit(FakeTask(cfg), cfg, tmp_path, resume=last)
+    assert str(info.value).endswith(f"; start over with --restart (the old files move to {tmp_path / 'previous'}/)")
 
 
 def test_resume_from_best_pth_says_weights_only(tmp_path):
