@@ -26,7 +26,9 @@ class WriteError(OSError):
     def __init__(self, path: str | Path, cause: OSError, kept: str | None = None):
         super().__init__(cause.errno, cause.strerror or str(cause), str(path))
         if kept is None:
-            kept = f"the previous {Path(path).name} is kept unchanged" if Path(path).is_file() else "nothing was written"
+            kept = "nothing was written"
+            if Path(path).is_file():
+                kept = f"the previous {Path(path).name} is kept unchanged"
         self.kept = kept
 
     def __str__(self) -> str:

@@ -284,7 +284,8 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> 
     start, best, evaluate_first = 0, None, False
     _seed(cfg.runtime.seed + info.rank)  # dropout / drop-path differ between ranks
     if resume is not None:
-        start, best, evaluate_first = resume_run(Path(resume), to_dict(cfg), info.rank, model, optimizer, scheduler, scaler)
+        start, best, evaluate_first = resume_run(Path(resume), to_dict(cfg), info.rank, model, optimizer, scheduler,
+                                                 scaler)
         train_loader.sampler.start = start * cfg.schedule.grad_accum * cfg.data.batch_size
     _check_total_batch(cfg, info)
     net = nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model

@@ -74,7 +74,8 @@ class WorkDirLock:
 
 def claim_work_dir(work_dir: str | Path, purpose: str = "training") -> WorkDirLock:
     """Create ``work_dir`` if needed and lock it for this process (``purpose``: what it does there, shown to
-    the runs it refuses). ``WorkDirBusy`` (naming the holder's pid, host and purpose) when a live run holds it; a ``checkpoint.WriteError`` naming the path and the reason when the folder
+    the runs it refuses). ``WorkDirBusy`` (naming the holder's pid, host and purpose) when a live run holds it;
+    a ``checkpoint.WriteError`` naming the path and the reason when the folder
     cannot be created or written (a path that is a file, a read-only file system, ``/sys``). The other run's
     files, including the lock file's content, are left as they are."""
     work_dir = Path(work_dir)
