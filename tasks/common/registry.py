@@ -11,7 +11,6 @@ A task is one package under ``tasks/`` (or anywhere importable). Its ``__init__.
         export_outputs=("logits",),               # ONNX output names, in the order model.export_forward returns
         releases=(Release(ADE20KData, "ADE20K (SceneParse150)", (20_210, 2_000), "..."),),  # check_data
         summarize=summarize_samples,              # check_data's per-split "sizes and targets" column
-        checks=DataChecks(sample=sample_problems),  # check_data's (and the training start-up's) own checks
         published=PUBLISHED,                      # short name -> PublishedModel (the model zoo)
         flip_keys={"mask": "hw"},                 # sample keys mirrored with the image (RandomHorizontalFlip)
         predict_options=("flip",),                # tools/infer.py options passed to model.predict
