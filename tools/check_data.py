@@ -3,10 +3,12 @@
     python tools/check_data.py CONFIG [--samples N | --samples all] [--cfg-options KEY=VALUE ...]
 
 Prints a table: images found per split against the official release (ADE20K, NYU Depth v2, COCO 2017,
-ImageNet-1K) or, for your own folders, their counts and pairing; then N samples per split (default 100, evenly
-spread; 0 = layout only) are decoded as training reads them, which catches truncated images, depth PNGs in
-metres instead of millimetres and masks with labels outside the classes. Exit code 0: usable (warnings
-allowed), 1: the data is broken, 2: the config or an argument is wrong.
+ImageNet-1K, COCO panoptic 2017) or, for your own folders, their counts and pairing, and the checks the task
+declares (panoptic: images without an annotation entry, the splits' categories); then N samples per split
+(default 100, evenly spread; 0 = layout only) are decoded as training reads them, which catches truncated
+images, depth PNGs in metres instead of millimetres, masks with labels outside the classes and what the task
+checks per sample (panoptic: the PNG's ids against the json's segments, both ways). Exit code 0: usable
+(warnings allowed), 1: the data is broken, 2: the config or an argument is wrong.
 """
 import argparse
 import sys

@@ -5,6 +5,10 @@
 CHECKPOINT: best.pth / last.pth written by tools/train.py, or a Hugging Face model folder of the task's
 model class. Metrics go to <work dir>/test_metrics.json (default work_dirs/<config stem>/). Evaluation uses the
 checkpoint's own preprocessing; when the config's data section describes another, one line says so.
+
+The evaluation locks the work dir as training does: into the work dir of a live training or of another
+evaluation it is refused with one line naming the holder (exit code 2). A validation sample that cannot be read
+is one line naming the file (exit code 1), as is a metrics file that cannot be written.
 """
 import argparse
 import sys
@@ -13,6 +17,7 @@ from tasks.common.checkpoint import WriteError
 from tasks.common.cli import config_and_task, run, work_dir
 from tasks.common.distributed import cleanup, init_distributed
 from tasks.common.engine import evaluate_checkpoint
+from tasks.common.samples import DataError
 
 
 def main(argv=None) -> int:
@@ -32,7 +37,7 @@ def main(argv=None) -> int:
             print(f"metrics written to {out / 'test_metrics.json'}")
         return 0
 
-    return run(test, failures=(WriteError,), cleanup=cleanup)
+    return run(test, failures=(WriteError, DataError), cleanup=cleanup)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,13 @@ Two levels, both through the task's own datasets (built exactly as training buil
   sample is looked up now (its ``layout_problems()``, e.g. COCO images named in the json but missing on disk;
   class folders that differ between the splits).
 - samples (``tools/check_data.py``): a spread of samples per split is decoded with the dataset's own reader,
-  which refuses truncated images, depth PNGs in metres instead of millimetres, masks with labels outside the
-  classes and images whose size differs from their target's; the table shows the sizes and the targets' range.
+  through the guard every reader of the engine uses (``samples.read_guarded``), which refuses truncated images,
+  depth PNGs in metres instead of millimetres, masks with labels outside the classes and images whose size
+  differs from their target's; the table shows the sizes and the targets' range.
+
+A task adds its own checks through its ``TaskSpec.checks`` (a ``DataChecks``): ``layout`` and ``compare`` run
+with the layout level (so at training start-up too), ``sample`` on each decoded sample (e.g. panoptic's PNG ids
+against the json's segments).
 
 A layout problem or an unreadable sample makes the data "broken"; a count that differs from the official
 release is a warning (a subset may be deliberate).
@@ -24,6 +29,7 @@ import numpy as np
 
 from .config import ConfigError
 from .registry import build_task, get_task_spec, list_tasks
+from .samples import BadSample, read_guarded
 
 _SHOW = 3  # problems listed per kind before "... and N more"
 
@@ -42,6 +48,17 @@ class Release:
     classes: int | None = None
 
 
+@dataclass(frozen=True)
+class DataChecks:
+    """The checks a task declares for its data (``TaskSpec.checks``), each returning problems (one line each):
+    ``layout(dataset)`` for one split without decoding, ``compare(cfg, train, val)`` between the splits and
+    against the config (reported on val), ``sample(sample)`` for one decoded, untransformed sample (``read``)."""
+
+    layout: Callable[[object], list[str]] | None = None
+    compare: Callable[[object, object, object], list[str]] | None = None
+    sample: Callable[[dict], list[str]] | None = None
+
+
 @dataclass
 class SplitCheck:
     """One split: counts, layout problems (broken), warnings, and what the sample check read."""
@@ -53,6 +70,7 @@ class SplitCheck:
     warnings: list[str] = field(default_factory=list)
     read: int = 0
     failed: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)  # the task's sample check on samples that could be read
     summary: str = ""
 
 
@@ -65,7 +83,7 @@ class DataCheck:
 
     @property
     def ok(self) -> bool:
-        return not any(s.problems or s.failed for s in self.splits)
+        return not any(s.problems or s.failed or s.wrong for s in self.splits)
 
     def table(self) -> str:
         """The report: one row per split, then every problem and warning, then the verdict."""
@@ -82,8 +100,9 @@ class DataCheck:
         for s in self.splits:
             lines += [f"problem ({s.split}): {p}" for p in s.problems]
             lines += [f"unreadable ({s.split}): {f}" for f in _capped(s.failed)]
+            lines += [f"wrong ({s.split}): {w}" for w in _capped(s.wrong)]
             lines += [f"warning ({s.split}): {w}" for w in s.warnings]
-        broken = sum(len(s.problems) + len(s.failed) for s in self.splits)
+        broken = sum(len(s.problems) + len(s.failed) + len(s.wrong) for s in self.splits)
         lines.append("result: OK" if self.ok else f"result: BROKEN ({broken} problem{'s' * (broken != 1)})")
         return "\n".join(lines)
 
@@ -106,6 +125,12 @@ def release_of(cfg) -> Release | None:
     return None
 
 
+def task_checks(cfg) -> DataChecks:
+    """The checks ``cfg``'s task declares (none for a task the registry does not know, as the engine's tests use)."""
+    checks = get_task_spec(cfg.task).checks if cfg.task in list_tasks() else None
+    return checks if checks is not None else DataChecks()
+
+
 def build_datasets(task) -> dict[str, object]:
     """``{"train": dataset or the exception building it raised, "val": ...}``, built as training builds them."""
     out: dict[str, object] = {}
@@ -120,8 +145,9 @@ def build_datasets(task) -> dict[str, object]:
 
 
 def check_layout(cfg, datasets: dict[str, object]) -> DataCheck:
-    """Counts against the official release and the pairing checks that need no decoding."""
-    release = release_of(cfg)
+    """Counts against the official release, the pairing checks that need no decoding and the task's own
+    ``layout`` / ``compare`` checks."""
+    release, checks = release_of(cfg), task_checks(cfg)
     check = DataCheck(release.name if release else f"{type(cfg.data).__name__} ({cfg.task})",
                       release.contents if release else "", [], str(getattr(cfg.data, "root", "")))
     for i, (split, ds) in enumerate(datasets.items()):
@@ -136,7 +162,11 @@ def check_layout(cfg, datasets: dict[str, object]) -> DataCheck:
         elif s.official is not None and s.found != s.official:
             s.warnings.append(f"{s.found:,} samples, the official release has {s.official:,} (incomplete download?)")
         s.problems += ds.layout_problems(_SHOW) if hasattr(ds, "layout_problems") else []
+        s.problems += checks.layout(ds) if checks.layout is not None else []
     _compare_classes(cfg, datasets, check)
+    built = [d for d in datasets.values() if not isinstance(d, Exception)]
+    if checks.compare is not None and len(built) == 2:
+        check.splits[1].problems += checks.compare(cfg, *built)
     return check
 
 
@@ -159,7 +189,8 @@ def _compare_classes(cfg, datasets: dict, check: DataCheck) -> None:
 
 def check_samples(check: DataCheck, datasets: dict[str, object], samples: int | None, spec, workers: int = 8) -> None:
     """Decode ``samples`` evenly spread samples per split (None: all) with the dataset's own ``read``; ``spec``
-    (the task's ``TaskSpec``) summarises what they hold."""
+    (the task's ``TaskSpec``) checks them (``checks.sample``) and summarises what they hold."""
+    sample_check = spec.checks.sample if spec.checks is not None else None
     for s in check.splits:
         ds = datasets[s.split]
         if isinstance(ds, Exception) or not s.found:
@@ -167,18 +198,12 @@ def check_samples(check: DataCheck, datasets: dict[str, object], samples: int | 
         n = s.found if samples is None else min(samples, s.found)
         indices = np.unique(np.linspace(0, s.found - 1, n).round().astype(int)) if n else []
         with ThreadPoolExecutor(max(1, workers)) as pool:  # decoders release the GIL
-            results = list(pool.map(lambda i: _read(ds, int(i)), indices))
-        good = [r for r in results if isinstance(r, dict)]
-        s.failed = [r for r in results if isinstance(r, str)]
+            results = list(pool.map(lambda i: read_guarded(ds.read, int(i)), indices))
+        good = [r for r in results if not isinstance(r, BadSample)]
+        s.failed = [r.message for r in results if isinstance(r, BadSample)]
+        s.wrong = [p for r in good for p in sample_check(r)] if sample_check is not None else []
         s.read = len(results)
         s.summary = summarize(good, ds, spec.summarize)
-
-
-def _read(ds, index: int) -> dict | str:
-    try:
-        return ds.read(index)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        return str(e).splitlines()[0]
 
 
 def summarize(samples: list[dict], ds, targets=None) -> str:

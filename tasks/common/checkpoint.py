@@ -1,4 +1,10 @@
-"""Checkpoints that survive being killed at any moment: write to a temporary file, fsync, rename."""
+"""Checkpoints that survive being killed at any moment: write to a temporary file, fsync, rename.
+
+Every file the engine and the tools write (checkpoints, metrics JSON, the curves picture, the resolved config)
+goes through ``_write_atomic``; a write that fails is one ``WriteError`` naming the file, the cause and what was
+kept, whether the file system's error arrives as an ``OSError`` or inside the ``RuntimeError`` that
+``torch.save`` wraps it in ("unexpected pos ...", "PytorchStreamWriter failed writing file ...").
+"""
 from __future__ import annotations
 
 import os
@@ -14,13 +20,45 @@ from backbones.weights import torch_load_reason
 
 
 class WriteError(OSError):
-    """A file could not be written (disk full, read-only, quota ...); the previous version is unchanged."""
+    """A file could not be written (disk full, read-only, quota ...); the previous version is unchanged.
+    ``kept`` says what the reader still has (default: the previous file, or that nothing was written)."""
 
-    def __init__(self, path: str | Path, cause: OSError):
+    def __init__(self, path: str | Path, cause: OSError, kept: str | None = None):
         super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+        if kept is None:
+            kept = "nothing was written"
+            if Path(path).is_file():
+                kept = f"the previous {Path(path).name} is kept unchanged"
+        self.kept = kept
 
     def __str__(self) -> str:
-        return f"cannot write {self.filename}: {self.strerror} (the previous file, if any, is unchanged)"
+        return f"cannot write {self.filename}: {self.strerror} ({self.kept})"
+
+    def adding(self, kept: str) -> "WriteError":
+        """The same error, with ``kept`` added to what it says was kept (e.g. the last good checkpoint)."""
+        error = WriteError(self.filename, self, f"{self.kept}; {kept}")
+        error.__cause__ = self.__cause__
+        return error
+
+
+_TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed writing", "file write failed", "unexpected pos")
+
+
+def write_failure(error: BaseException) -> OSError | None:
+    """The file system's error behind ``error``: itself if an OSError; for the RuntimeError ``torch.save`` raises,
+    the OSError it wraps (its context), else an OSError with torch's message when that says a write failed.
+    None for anything else (a bug keeps its traceback)."""
+    if isinstance(error, OSError):
+        return error
+    if not isinstance(error, RuntimeError):
+        return None
+    inner = error.__cause__ or error.__context__
+    while inner is not None:
+        if isinstance(inner, OSError):
+            return inner
+        inner = inner.__cause__ or inner.__context__
+    text = " ".join(str(error).split())
+    return OSError(text) if any(f in text for f in _TORCH_WRITE_FAILURES) else None
 
 
 def os_error_line(error: OSError) -> str:
@@ -36,7 +74,8 @@ _TEMP = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)$")
 def _write_atomic(path: str | Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename it over ``path``:
     readers only ever see the old or the complete new file, even if the process is killed mid-write.
-    On any failure the temporary file is removed; an OSError becomes a ``WriteError`` naming ``path``."""
+    On any failure the temporary file is removed; a write failure (``write_failure``) becomes a ``WriteError``
+    naming ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -51,8 +90,9 @@ def _write_atomic(path: str | Path, write) -> None:
             tmp.unlink(missing_ok=True)  # a half-written file would keep a full disk full
         except OSError:
             pass  # e.g. a read-only folder: the write's own error below is the one to report
-        if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise WriteError(path, e) from e
+        cause = write_failure(e)
+        if cause is not None and not isinstance(e, WriteError):
+            raise WriteError(path, cause) from e
         raise
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -61,7 +101,7 @@ def _write_atomic(path: str | Path, write) -> None:
         finally:
             os.close(dir_fd)
     except OSError as e:
-        raise WriteError(path, e) from e
+        raise WriteError(path, e, f"{path.name} is complete, but its folder could not be synced") from e
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:

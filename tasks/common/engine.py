@@ -14,7 +14,9 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +38,7 @@ from .distributed import (
     init_distributed,
 )
 from .logs import JsonlLog, LossMeter, TensorBoardLog, main_terms, plot_curves, scalar_metrics
-from .samples import BadSample, DataError, GuardedCollate, GuardedDataset
+from .samples import BadSample, DataError, GuardedCollate, GuardedDataset, GuardedLoader
 from .runs import archive_run, check_new_run, claim_work_dir, resume_run
 from .optim import build_optimizer, build_scheduler
 
@@ -127,15 +129,17 @@ def evaluate(task, model: nn.Module, loader: DataLoader, device: torch.device, a
     float32)."""
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), amp.autocast(amp_mode, device):
-        metrics = task.evaluate(model, loader, device)
-    model.train(was_training)
-    return metrics
+    try:
+        with torch.inference_mode(), amp.autocast(amp_mode, device):
+            return task.evaluate(model, loader, device)
+    finally:
+        model.train(was_training)
 
 
-def _val_loader(task, cfg: Config, info: DistInfo) -> DataLoader:
+def _val_loader(task, cfg: Config, info: DistInfo) -> GuardedLoader:
+    """A sample that cannot be read is a ``DataError`` naming it, raised here, not in a worker (samples.py)."""
     dataset = task.val_dataset()
-    return DataLoader(
+    return GuardedLoader(
         dataset,
         batch_size=task.val_batch_size,
         sampler=ShardSampler(len(dataset), info.rank, info.world_size),
@@ -175,7 +179,7 @@ def _build(task, cfg: Config):
         _autocast(cfg, info.device)
         train_loader = _train_loader(task, cfg, info)  # data first: a missing dataset fails before any work
         val_loader = _val_loader(task, cfg, info)
-        warnings = preflight(cfg, train_loader.dataset.dataset, val_loader.dataset)  # counts and pairing; no decoding
+        warnings = preflight(cfg, train_loader.dataset.dataset, val_loader.raw_dataset)  # counts and pairing; no decoding
         for line in warnings if info.is_main else []:
             tqdm.write(f"WARNING: {line}")
         _resolve_epochs(cfg, len(train_loader.dataset), info.world_size)
@@ -236,12 +240,12 @@ def fit(task, cfg: Config, work_dir: str | Path, resume: str | Path | None = Non
             lock.release()
 
 
-def _claim(work_dir: Path, info: DistInfo):
+def _claim(work_dir: Path, info: DistInfo, purpose: str = "training"):
     """Rank 0 locks the work dir (``runs.claim_work_dir``); when it cannot, every rank raises its error."""
     lock, error = None, None
     if info.is_main:
         try:
-            lock = claim_work_dir(work_dir)
+            lock = claim_work_dir(work_dir, purpose)
         except (ConfigError, ckpt.WriteError) as e:
             error = e
     messages = all_gather_objects(None if error is None else str(error))
@@ -252,45 +256,68 @@ def _claim(work_dir: Path, info: DistInfo):
     return lock
 
 
+@dataclass
+class _Run:
+    """What the loop's helpers share: the objects of one run and its progress (``done``: the last completed
+    iteration, ``best``: the best evaluation so far, as ``best.pth`` records it)."""
+
+    task: Any
+    cfg: Config
+    info: DistInfo
+    work_dir: Path
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    log: JsonlLog
+    done: int = 0
+    best: dict | None = None
+    saved: tuple[Path, int] | None = None  # the last good checkpoint and its iteration
+
+
 def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> dict:
     if "tensorboard" in cfg.runtime.loggers:
         TensorBoardLog.check_installed()
     if resume is None:
         check_new_run(work_dir, restart)  # every rank reads the folder before rank 0 changes anything
     info, train_loader, val_loader, model, optimizer, scheduler, scaler = _build(task, cfg)
-    start, best = 0, None
+    start, best, evaluate_first = 0, None, False
     _seed(cfg.runtime.seed + info.rank)  # dropout / drop-path differ between ranks
     if resume is not None:
-        start, best = resume_run(Path(resume), to_dict(cfg), info.rank, model, optimizer, scheduler, scaler)
+        start, best, evaluate_first = resume_run(Path(resume), to_dict(cfg), info.rank, model, optimizer, scheduler,
+                                                 scaler)
         train_loader.sampler.start = start * cfg.schedule.grad_accum * cfg.data.batch_size
     _check_total_batch(cfg, info)
     net = nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model
     batches = iter(train_loader)
     log = JsonlLog(work_dir / "log.jsonl")
+    saved = (Path(resume), start) if resume is not None else None
+    run = _Run(task, cfg, info, work_dir, model, optimizer, scheduler, scaler, log, start, best, saved)
     if info.is_main:
         _prepare_work_dir(work_dir, cfg, log, info, start, archive=restart and resume is None)
     tb = TensorBoardLog(work_dir / "tensorboard", start) if info.is_main and "tensorboard" in cfg.runtime.loggers else None
     stop = _StopRequest()
     result = {"iteration": start, "stopped": None, "metrics": None, "best": best}
-    saved = (Path(resume), start) if resume is not None else None  # the last good checkpoint
     meter = LossMeter(info.device)
     bar = tqdm(total=cfg.schedule.max_iters, initial=start, disable=not info.is_main, dynamic_ncols=True)
     try:
         net.train()
+        if evaluate_first:  # the evaluation of this iteration was stopped by a sample that could not be read
+            result["metrics"] = _evaluate_run(run, val_loader, tb, pictures)
         tic = time.perf_counter()
         for it in range(start, cfg.schedule.max_iters):
             micro = [next(batches) for _ in range(cfg.schedule.grad_accum)]
-            _check_batches(micro, it, result["iteration"], work_dir, model, optimizer, scheduler, scaler, cfg, info, best)
+            _check_batches(micro, it, run)
             try:
                 meter.add(train_one_step(net, task, iter(micro), optimizer, scaler, cfg, info), it + 1)
             except Exception as e:  # e.g. the matcher refusing NaN boxes: the NaN loss before it is the cause
                 bad = meter.local_bad()
                 if bad is not None:
-                    raise _non_finite(bad, saved) from e
+                    raise _non_finite(bad, run) from e
                 raise
             lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0)
             scheduler.step()
-            done = result["iteration"] = it + 1
+            done = result["iteration"] = run.done = it + 1
             bar.update(1)
             evaluate_now = done % cfg.schedule.eval_interval == 0 or done == cfg.schedule.max_iters
             stop_now = all_reduce_sum(torch.tensor([float(stop.requested)])).item() > 0  # all ranks agree
@@ -299,25 +326,21 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> 
             if log_now or evaluate_now or save_now:  # never evaluate or save weights a non-finite loss reached
                 means, bad = meter.read()
                 if bad is not None:
-                    raise _non_finite(bad, saved)
+                    raise _non_finite(bad, run)
                 if log_now:
                     meter.reset()
                     _log_train(log, bar, info, done, lr, means, (time.perf_counter() - tic) / (done - start))
                     if tb is not None:
                         tb.train(done, lr, means)
             if evaluate_now:
-                broadcast_buffers(model)
-                metrics = evaluate(task, model, val_loader, info.device, cfg.runtime.amp)
-                best = _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best)
-                if tb is not None:
-                    tb.val(done, metrics, _pictures(pictures, model, val_loader.dataset))
-                result["metrics"], result["best"] = metrics, best
+                result["metrics"] = _evaluate_run(run, val_loader, tb, pictures)
             if save_now:
-                _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best)
-                saved = (work_dir / "last.pth", done)
+                _save_last(run)
             if stop_now:
                 result["stopped"] = "signal"
                 break
+    except ckpt.WriteError as e:
+        raise e.adding(_last_good(run)) from e.__cause__
     finally:
         stop.restore()
         bar.close()
@@ -325,7 +348,35 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> 
             tb.close()
         if info.is_main:
             _plot(log, work_dir / "curves.png")
+    result["best"] = run.best
     return result
+
+
+def _evaluate_run(run: _Run, val_loader: GuardedLoader, tb, pictures) -> dict:
+    """The evaluation after iteration ``run.done``: logged, metrics.json, best.pth, TensorBoard. A validation
+    sample that cannot be read saves the state of ``run.done`` first, marked so that ``--resume`` runs this
+    evaluation before the next iteration, and raises ``DataError``."""
+    broadcast_buffers(run.model)
+    try:
+        metrics = evaluate(run.task, run.model, val_loader, run.info.device, run.cfg.runtime.amp)
+    except DataError as e:
+        if run.info.world_size > 1:  # the other processes wait inside the task's evaluation: no collective save
+            raise DataError(f"iteration {run.done}: the evaluation stopped: {e}; {_last_good(run)}") from None
+        _save_last(run, evaluate_first=True)
+        raise DataError(
+            f"iteration {run.done}: the evaluation stopped: {e}; the state after iteration {run.done} is saved in "
+            f"{run.work_dir / 'last.pth'}: fix the file, then continue with --resume (it evaluates first)"
+        ) from None
+    _record_eval(run, metrics)
+    if tb is not None:
+        tb.val(run.done, metrics, _pictures(pictures, run.model, val_loader.raw_dataset))
+    return metrics
+
+
+def _last_good(run: _Run) -> str:
+    if run.saved is None:
+        return "no checkpoint was saved before it"
+    return f"the last good checkpoint is {run.saved[0]} (iteration {run.saved[1]})"
 
 
 def _pictures(pictures, model, dataset) -> list:
@@ -339,21 +390,21 @@ def _pictures(pictures, model, dataset) -> list:
         return []
 
 
-def _check_batches(micro, it, done, work_dir, model, optimizer, scheduler, scaler, cfg, info, best) -> None:
+def _check_batches(micro, it: int, run: _Run) -> None:
     """Before iteration ``it + 1``: if any process met a sample it cannot read, every process saves the state of
-    the last completed iteration ``done`` (so ``--resume`` continues once the file is fixed) and raises
+    the last completed iteration ``run.done`` (so ``--resume`` continues once the file is fixed) and raises
     ``DataError`` with the first bad sample's message."""
     bad = next((b.message for b in micro if isinstance(b, BadSample)), None)
-    if info.world_size > 1:
+    if run.info.world_size > 1:
         if all_reduce_sum(torch.tensor([float(bad is not None)])).item() == 0:
             return
         bad = next(m for m in all_gather_objects(bad) if m is not None)
     elif bad is None:
         return
-    _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best)
+    _save_last(run)
     raise DataError(
-        f"iteration {it + 1}: a training sample cannot be read: {bad}; the state after iteration {done} is saved in "
-        f"{work_dir / 'last.pth'}: fix the file, then continue with --resume"
+        f"iteration {it + 1}: a training sample cannot be read: {bad}; the state after iteration {run.done} is saved "
+        f"in {run.work_dir / 'last.pth'}: fix the file, then continue with --resume"
     )
 
 
@@ -381,13 +432,10 @@ def _log_train(log: JsonlLog, bar, info: DistInfo, done: int, lr: float, means: 
     bar.set_postfix(**shown, lr=f"{lr:.3g}")
 
 
-def _non_finite(bad: tuple[int, dict], saved: tuple[Path, int] | None) -> NonFiniteLoss:
+def _non_finite(bad: tuple[int, dict], run: _Run) -> NonFiniteLoss:
     iteration, values = bad
     shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
-    if saved is None:
-        where = "no checkpoint was saved before it"
-    else:
-        where = f"the last good checkpoint is {saved[0]} (iteration {saved[1]})"
+    where = _last_good(run)
     return NonFiniteLoss(f"non-finite loss at iteration {iteration}" + (f" ({shown})" if shown else "") + f"; {where}")
 
 
@@ -400,38 +448,43 @@ def _plot(log: JsonlLog, path: Path) -> None:
         tqdm.write(f"warning: {path} was not updated: {e}")
 
 
-def _record_eval(task, cfg, model, work_dir, log, info, done, metrics, best):
-    """Log an evaluation, write metrics.json, and keep best.pth by the task's main metric."""
-    if not info.is_main:
-        return best
+def _record_eval(run: _Run, metrics: dict) -> None:
+    """Log an evaluation, write metrics.json, and keep best.pth by the task's main metric (``run.best``)."""
+    if not run.info.is_main:
+        return
+    task, done, best = run.task, run.done, run.best
     value = metrics[task.main_metric]
-    log.write({"mode": "val", "iter": done, "metrics": metrics})
+    run.log.write({"mode": "val", "iter": done, "metrics": metrics})
     tqdm.write(f"iteration {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(metrics).items()))
-    ckpt.write_text_atomic(work_dir / "metrics.json", json.dumps({"iteration": done, **metrics}, indent=2))
+    ckpt.write_text_atomic(run.work_dir / "metrics.json", json.dumps({"iteration": done, **metrics}, indent=2))
     better = best is None or (value > best["value"] if task.higher_is_better else value < best["value"])
     if better and not math.isnan(value):
-        best = {"metric": task.main_metric, "value": value, "iteration": done}
-        ckpt.save_atomic({"model": model.state_dict(), "meta": _meta(cfg, model), "best": best}, work_dir / "best.pth")
-    return best
+        run.best = {"metric": task.main_metric, "value": value, "iteration": done}
+        state = {"model": run.model.state_dict(), "meta": _meta(run.cfg, run.model), "best": run.best}
+        ckpt.save_atomic(state, run.work_dir / "best.pth")
 
 
-def _save_last(work_dir, model, optimizer, scheduler, scaler, cfg, info, done, best) -> None:
+def _save_last(run: _Run, evaluate_first: bool = False) -> None:
+    """``last.pth``: the full training state after iteration ``run.done`` (``evaluate_first``: its evaluation is
+    still to run, see ``_evaluate_run``); it becomes ``run.saved``."""
     rng = [ckpt.rng_state()]
-    if info.world_size > 1:  # every rank's generators, so each resumes its own stream
+    if run.info.world_size > 1:  # every rank's generators, so each resumes its own stream
         rng = all_gather_objects(rng[0])
-    if info.is_main:
+    if run.info.is_main:
         state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "iteration": done,
-            "best": best,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "iteration": run.done,
+            "best": run.best,
             "rng": rng,
-            "meta": _meta(cfg, model),
+            "meta": _meta(run.cfg, run.model),
+            "evaluate_first": evaluate_first,
         }
-        ckpt.save_atomic(state, work_dir / "last.pth")
+        ckpt.save_atomic(state, run.work_dir / "last.pth")
     barrier()
+    run.saved = (run.work_dir / "last.pth", run.done)
 
 
 def _differences(config, model) -> str:
@@ -448,8 +501,19 @@ def _checked_amp(cfg: Config, device: torch.device) -> str:
 
 
 def evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: str | Path) -> dict:
-    """Evaluate a checkpoint on the config's validation set; writes ``test_metrics.json`` in ``work_dir``."""
+    """Evaluate a checkpoint on the config's validation set; writes ``test_metrics.json`` in ``work_dir``. The
+    work dir is locked as training locks it: an evaluation into the work dir of a live training or of another
+    evaluation is refused (``runs.WorkDirBusy``, naming the holder) before anything is read."""
     info = init_distributed(cfg.runtime.device)
+    lock = _claim(Path(work_dir), info, "evaluation")
+    try:
+        return _evaluate_checkpoint(task, cfg, checkpoint, Path(work_dir), info)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: Path, info: DistInfo) -> dict:
     amp_mode = _checked_amp(cfg, info.device)
     try:
         model = task.load_model(checkpoint)
@@ -464,5 +528,5 @@ def evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: str
     metrics = evaluate(task, model, _val_loader(task, cfg, info), info.device, amp_mode)
     if info.is_main:
         out = {"checkpoint": str(checkpoint), **metrics}
-        ckpt.write_text_atomic(Path(work_dir) / "test_metrics.json", json.dumps(out, indent=2))
+        ckpt.write_text_atomic(work_dir / "test_metrics.json", json.dumps(out, indent=2))
     return metrics

@@ -39,6 +39,9 @@ Fields (all but ``name``, ``task`` and ``model`` optional):
   per split, contents) that ``tools/check_data.py`` compares a dataset on disk with.
 - ``summarize``: ``summarize(samples, dataset) -> list[str]``: what the untransformed samples' targets hold
   (check_data's table; the image sizes are shared).
+- ``checks``: a ``tasks.common.check_data.DataChecks``: the task's own checks of its data (one split's layout,
+  the splits against each other and the config, one decoded sample), run by ``tools/check_data.py``; the
+  layout ones also at training start-up.
 - ``published``: ``{short name: tasks.common.zoo.PublishedModel}``, names ``from_pretrained`` accepts.
 - ``flip_keys``: ``{sample key: rule}`` mirrored with the image by ``RandomHorizontalFlip``; rules are those of
   ``tasks.common.transforms.FLIP_RULES`` (``"hw"``: an ``[H, W, ...]`` array; ``"nhw"``: ``[..., H, W]``;
@@ -54,7 +57,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:
-    from .check_data import Release
+    from .check_data import DataChecks, Release
     from .zoo import PublishedModel
 
 
@@ -70,6 +73,7 @@ class TaskSpec:
     export_outputs: tuple[str, ...] = ()
     releases: tuple["Release", ...] = ()
     summarize: Callable[[list, Any], list[str]] | None = None
+    checks: "DataChecks | None" = None
     published: Mapping[str, "PublishedModel"] = field(default_factory=dict)
     flip_keys: Mapping[str, str] = field(default_factory=dict)
     predict_options: tuple[str, ...] = ()

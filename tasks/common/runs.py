@@ -7,15 +7,17 @@ or start over (``restart``), which first moves the earlier run's files into
 run appends to the same log; the curves drop the iterations it does again (``logs.current_run``).
 
 One run at a time: ``claim_work_dir`` takes an exclusive lock on ``<work dir>/.lock`` before the run reads or
-writes anything there (a new run, ``--resume`` and ``--restart`` alike) and holds it until the run ends; a
-second run is refused with one line naming the holder (pid and host, which the holder writes into the file).
+writes anything there (a training — new, ``--resume`` and ``--restart`` alike — or an evaluation by
+``tools/test.py``) and holds it until the run ends; a second one is refused with one line naming the holder
+(pid, host and what it does, which the holder writes into the file).
 The lock is the kernel's (``flock``): it goes away with its process, however that process ends, so a lock left
 by a dead run never blocks, and no check-then-create race exists (``flock`` is atomic). On NFS, Linux maps
 ``flock`` onto the server's byte-range locks, so runs on several machines sharing the work dir exclude each
 other too.
 
 Resuming checks the checkpoint before loading anything: an unreadable file, a weights-only ``best.pth`` and
-a model that no longer matches the config are each one ``ConfigError`` that names the file and what differs.
+a model that no longer matches the config are each one ``ConfigError`` that names the file and what differs;
+for an unreadable one it also says how to go on (``--restart``, from ``best.pth``'s weights or from scratch).
 """
 from __future__ import annotations
 
@@ -70,9 +72,10 @@ class WorkDirLock:
         self.release()
 
 
-def claim_work_dir(work_dir: str | Path) -> WorkDirLock:
-    """Create ``work_dir`` if needed and lock it for this process. ``WorkDirBusy`` (naming the holder's pid and
-    host) when a live run holds it; a ``checkpoint.WriteError`` naming the path and the reason when the folder
+def claim_work_dir(work_dir: str | Path, purpose: str = "training") -> WorkDirLock:
+    """Create ``work_dir`` if needed and lock it for this process (``purpose``: what it does there, shown to
+    the runs it refuses). ``WorkDirBusy`` (naming the holder's pid, host and purpose) when a live run holds it;
+    a ``checkpoint.WriteError`` naming the path and the reason when the folder
     cannot be created or written (a path that is a file, a read-only file system, ``/sys``). The other run's
     files, including the lock file's content, are left as they are."""
     work_dir = Path(work_dir)
@@ -87,7 +90,7 @@ def claim_work_dir(work_dir: str | Path) -> WorkDirLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _same_file(fd, path):
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+                os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}, {purpose}\n".encode(), 0)
                 return WorkDirLock(path, fd)
         except BlockingIOError:
             holder = _read_holder(fd)
@@ -158,8 +161,10 @@ def load_resume_state(path: str | Path, config_now: dict, model) -> dict:
     path = Path(path)
     try:
         state = ckpt.load(path)
-    except (ValueError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
         raise ConfigError(f"cannot resume: {e}") from e
+    except ValueError as e:
+        raise ConfigError(f"cannot resume: {e}; {_ways_on(path)}") from e
     missing = [k for k in RESUME_KEYS if k not in state]
     if "model" not in state or missing:
         raise ConfigError(
@@ -179,8 +184,20 @@ def load_resume_state(path: str | Path, config_now: dict, model) -> dict:
     return state
 
 
-def resume_run(path: Path, config_now: dict, rank: int, model, optimizer, scheduler, scaler) -> tuple[int, dict | None]:
-    """Load a full training state into the run, after checking it fits. Returns ``(iteration, best)``."""
+def _ways_on(path: Path) -> str:
+    """How to go on when ``path`` cannot be read, in the CLI's options: start over, or from ``best.pth``'s weights
+    (in another work dir, since ``--restart`` moves that file to ``previous/``)."""
+    best = path.with_name("best.pth")
+    restart = f"start over with --restart (the old files move to {path.parent / 'previous'}/)"
+    if not best.is_file() or best == path:
+        return restart
+    return f"{restart}, or start from its best weights with --work-dir <new dir> --cfg-options model.weights={best}"
+
+
+def resume_run(path: Path, config_now: dict, rank: int, model, optimizer, scheduler, scaler) -> tuple[int, dict | None, bool]:
+    """Load a full training state into the run, after checking it fits. Returns ``(iteration, best,
+    evaluate_first)``: the last says the evaluation of that iteration was stopped (a validation sample could not
+    be read) and is to run before the next iteration."""
     state = load_resume_state(path, config_now, model)
     changes = config_changes(state.get("meta", {}).get("config"), config_now)
     for obj, key in ((model, "model"), (optimizer, "optimizer"), (scheduler, "scheduler"), (scaler, "scaler")):
@@ -192,7 +209,7 @@ def resume_run(path: Path, config_now: dict, rank: int, model, optimizer, schedu
         print(f"note: resuming {path} with a config that differs from the checkpoint's; {listed('changes', changes)}")
     rng = state["rng"]
     ckpt.set_rng_state(rng[rank] if rank < len(rng) else rng[0])
-    return state["iteration"], state.get("best")
+    return state["iteration"], state.get("best"), bool(state.get("evaluate_first", False))
 
 
 def resume_mismatch(path: str | Path, what: str, error: Exception, changes: list[str]) -> ConfigError:

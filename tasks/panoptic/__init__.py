@@ -2,7 +2,7 @@
 from tasks.common.check_data import Release
 from tasks.common.registry import TaskSpec, register_task
 
-from .check import (COCO_PANOPTIC_CONTENTS, COCO_PANOPTIC_COUNTS, COCO_PANOPTIC_NAME, COCO_PANOPTIC_STUFF,
+from .check import (CHECKS, COCO_PANOPTIC_CONTENTS, COCO_PANOPTIC_COUNTS, COCO_PANOPTIC_NAME, COCO_PANOPTIC_STUFF,
                     COCO_PANOPTIC_THINGS, summarize_samples)
 from .losses import PanopticCriterion
 from .matcher import MaskHungarianMatcher, QueryFilter
@@ -32,5 +32,6 @@ register_task(TaskSpec(
     releases=(Release(CocoPanopticData, COCO_PANOPTIC_NAME, COCO_PANOPTIC_COUNTS, COCO_PANOPTIC_CONTENTS,
                       _official_coco, COCO_PANOPTIC_THINGS + COCO_PANOPTIC_STUFF),),
     summarize=summarize_samples,
+    checks=CHECKS,  # the ground truth: images without annotations, categories, PNG ids vs segments_info
     flip_keys={"mask": "hw"},  # the target-index map of transforms.SegmentTargets
 ))

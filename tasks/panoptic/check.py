@@ -1,5 +1,11 @@
-"""What ``tools/check_data.py`` needs to know about panoptic data: the COCO panoptic release, the PNG/json
-consistency check, and the one-line summary of a few samples.
+"""What ``tools/check_data.py`` needs to know about panoptic data: the COCO panoptic release, the ground-truth
+checks (``CHECKS``, declared in the task's ``TaskSpec``), and the one-line summary of a few samples.
+
+- layout (also at training start-up): images of the json without an annotation entry (``CocoPanoptic`` leaves
+  them out, so they would be neither trained on nor evaluated);
+- compare: the two splits' categories (labels are positions in that list, so they must agree) and the model
+  section's thing / stuff counts;
+- sample: the PNG's ids against the json's ``segments_info``, both ways (``png_id_problems``).
 
 ``png_id_problems`` is the check panopticapi makes of predictions only, applied to the ground truth (which
 panopticapi trusts): a non-VOID id of a PNG missing from its ``segments_info`` would be silently ignored by the
@@ -10,6 +16,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from tasks.common.check_data import DataChecks
 
 from .evaluator import VOID
 
@@ -60,6 +68,34 @@ def sample_problems(sample: Mapping) -> list[str]:
     return png_id_problems(sample["panoptic"], sample["segments_info"], name)
 
 
+def unannotated_images(dataset) -> list[str]:
+    """The images a ``CocoPanoptic``'s json lists without an annotation entry (left out of the dataset)."""
+    missing = sorted(set(dataset.images) - set(dataset.annotations))
+    if not missing:
+        return []
+    names = [f"{dataset.images[i]['file_name']} (image {i})" for i in missing]
+    shown = ", ".join(names[:_SHOW]) + (f" ... and {len(names) - _SHOW} more" if len(names) > _SHOW else "")
+    return [f"{len(missing):,} of the {len(dataset.images):,} images in {dataset.ann_file.name} have no entry in its "
+            f"annotations, so they are left out: {shown}"]
+
+
+def category_problems(cfg, train, val) -> list[str]:
+    """The splits must declare the same categories (a label is a position in that list) and the model section
+    must count as many things and stuff."""
+    problems = []
+    if train.categories != val.categories:
+        a, b = dict(zip(train.categories.category_ids, zip(train.categories.names, train.categories.isthing))), \
+            dict(zip(val.categories.category_ids, zip(val.categories.names, val.categories.isthing)))
+        differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        problems.append(f"{train.ann_file.name} and {val.ann_file.name} declare different categories ({len(a)} and "
+                        f"{len(b)}; ids that differ: {_listed(differ)}), so their labels would not agree")
+    for key, found in (("num_things_classes", val.num_things), ("num_stuff_classes", val.num_stuff)):
+        given = getattr(cfg.model, key, found)
+        if given != found:
+            problems.append(f"model.{key}={given} but {val.ann_file.name} has {found} such categories")
+    return problems
+
+
 def summarize_samples(samples: Sequence[Mapping], dataset) -> list[str]:
     """What the untransformed samples' targets hold, e.g. ``["11.2 segments per image (6.0 things, 5.1 stuff,
     0.1 crowd)", "VOID 2.3% of pixels", "41 of 133 categories seen (80 things, 53 stuff)"]``."""
@@ -79,3 +115,6 @@ def summarize_samples(samples: Sequence[Mapping], dataset) -> list[str]:
             f"VOID {void / pixels:.1%} of pixels",
             f"{len(seen)} of {dataset.num_classes} categories seen ({dataset.num_things} things, "
             f"{dataset.num_stuff} stuff)"]
+
+
+CHECKS = DataChecks(layout=unannotated_images, compare=category_problems, sample=sample_problems)

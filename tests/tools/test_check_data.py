@@ -1,4 +1,5 @@
 """tools/check_data.py: a table and exit code 0 for clean data, 1 for broken data, 2 for a bad config or argument."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ TOY = ROOT / "configs" / "segformer_pvt_b0_toy.py"
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's packages
 
 
 def test_clean_then_broken(tmp_path):
@@ -47,3 +49,15 @@ def test_train_stops_before_the_first_step_on_a_broken_layout(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.startswith("error: COCO 2017 val: 1 of the 2 images in instances_val2017.json are missing")
     assert not (tmp_path / "work" / "last.pth").exists()
+
+
+def test_panoptic_ground_truth_faults_are_found(tmp_path):
+    from tests.tasks.panoptic.test_check import CONFIG, break_toy
+
+    result = _run(CONFIG, "--samples", "all", "--cfg-options", *break_toy(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("problem (val): 1 of the 4 images in panoptic_val2017.json have no entry") for line in lines)
+    assert any(line.startswith("wrong (val): 000000000004.png (image 4): PNG ids 4242 (4 pixels)") for line in lines)
+    assert "wrong (val): 000000000005.png (image 5): segments_info ids 4243 are not in the PNG" in lines
+    assert lines[-1].startswith("result: BROKEN")

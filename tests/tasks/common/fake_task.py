@@ -28,6 +28,7 @@ class FakeData:
     batch_size: int = 4
     num_workers: int = 0
     bad_file: str = ""  # while this file holds "bad", training sample 5 "is" this file and cannot be read
+    bad_val_file: str = ""  # the same for validation sample 3
 
 
 class Net(nn.Module):
@@ -54,7 +55,7 @@ class Points(Dataset):
 
     def __getitem__(self, key):
         index, seed = key if self.train else (key, None)
-        if index == 5 and self.bad_file and open(self.bad_file).read() == "bad":
+        if index == (5 if self.train else 3) and self.bad_file and open(self.bad_file).read() == "bad":
             raise ValueError(f"mask file {self.bad_file} holds label 7, outside the classes 0-3")
         x = self.x[index]
         if seed is not None:
@@ -83,7 +84,7 @@ class FakeTask(Task):
         return Points(self.cfg.data.size, train=True, bad_file=self.cfg.data.bad_file)
 
     def val_dataset(self):
-        return Points(self.cfg.data.size // 2, train=False)
+        return Points(self.cfg.data.size // 2, train=False, bad_file=self.cfg.data.bad_val_file)
 
     def collate(self, samples):
         return torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples])

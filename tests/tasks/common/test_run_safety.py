@@ -67,7 +67,7 @@ def test_failed_write_keeps_the_old_file_and_names_path_and_reason(tmp_path, mon
     with pytest.raises(WriteError) as info:
         checkpoint.save_atomic({"iteration": 2}, path)
     monkeypatch.undo()
-    assert str(info.value) == f"cannot write {path}: No space left on device (the previous file, if any, is unchanged)"
+    assert str(info.value) == f"cannot write {path}: No space left on device (the previous last.pth is kept unchanged)"
     assert info.value.errno == errno.ENOSPC
     assert checkpoint.load(path)["iteration"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]  # no temporary file left behind
@@ -106,8 +106,15 @@ def test_resume_from_a_truncated_checkpoint_names_it(tmp_path):
     fit(FakeTask(cfg), cfg, tmp_path)
     last = tmp_path / "last.pth"
     last.write_bytes(last.read_bytes()[:200])
-    with pytest.raises(ConfigError, match=rf"cannot resume: {last} is not a readable checkpoint \(truncated"):
+    with pytest.raises(ConfigError, match=rf"cannot resume: {last} is not a readable checkpoint \(truncated") as info:
         fit(FakeTask(cfg), cfg, tmp_path, resume=last)
+    assert str(info.value).endswith(  # the ways on, in the CLI's own options
+        f"; start over with --restart (the old files move to {tmp_path / 'previous'}/), or start from its best weights "
+        f"with --work-dir <new dir> --cfg-options model.weights={tmp_path / 'best.pth'}")
+    (tmp_path / "best.pth").unlink()
+    with pytest.raises(ConfigError) as info:
+        fit(FakeTask(cfg), cfg, tmp_path, resume=last)
+    assert str(info.value).endswith(f"; start over with --restart (the old files move to {tmp_path / 'previous'}/)")
 
 
 def test_resume_from_best_pth_says_weights_only(tmp_path):

@@ -118,7 +118,7 @@ def test_read_only_work_dir_reports_the_write_not_the_cleanup(tmp_path, monkeypa
     monkeypatch.setattr(Path, "unlink", read_only_unlink)
     with pytest.raises(WriteError) as info:
         checkpoint.write_text_atomic(tmp_path / "config.json", "{}")
-    assert str(info.value) == f"cannot write {tmp_path / 'config.json'}: Read-only file system (the previous file, if any, is unchanged)"
+    assert str(info.value) == f"cannot write {tmp_path / 'config.json'}: Read-only file system (nothing was written)"
 
 
 def test_read_only_file_system_at_the_claim_is_one_error(tmp_path, monkeypatch):
@@ -142,7 +142,7 @@ def test_cli_work_dir_that_is_a_file_is_one_error_line(tmp_path):
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr == f"error: cannot write {tmp_path / 'afile' / 'run'}: Not a directory (the previous file, if any, is unchanged)\n"
+    assert result.stderr == f"error: cannot write {tmp_path / 'afile' / 'run'}: Not a directory (nothing was written)\n"
 
 
 @pytest.mark.parametrize("workers", [0, 2])
