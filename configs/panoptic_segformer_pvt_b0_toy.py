@@ -38,7 +38,8 @@ config = Config(
         val_batch_size=1,
         num_workers=2,
     ),
-    optimizer=adamw(lr=5e-4, weight_decay=1e-4, lr_mults={"sampling_offsets": 0.1, "reference_points": 0.1}),
+    optimizer=adamw(lr=5e-4, weight_decay=1e-4, decay_norm_and_bias=True,  # the authors': decay on every parameter
+                    lr_mults={"sampling_offsets": 0.1, "reference_points": 0.1}),
     schedule=poly(max_iters=200, warmup_iters=20, clip_grad=0.1, eval_interval=100, checkpoint_interval=100, log_interval=10),
     runtime=RuntimeConfig(seed=0, device="cpu"),
 )
