@@ -96,9 +96,10 @@ def train_one_step(model, task, batches, optimizer, scaler, cfg: Config, info: D
     device: ``loss`` (what was back-propagated), the task's terms (means over the micro-batches) and, with
     clipping, ``grad_norm``. Nothing here waits for the device; ``LossMeter`` checks the values when read."""
     accum = cfg.schedule.grad_accum
+    micro_batches = [next(batches) for _ in range(accum)]
+    task.begin_step(micro_batches)  # e.g. loss normalisers over the whole step
     keys, total = None, None
-    for micro in range(accum):
-        batch = next(batches)
+    for micro, batch in enumerate(micro_batches):
         sync = micro == accum - 1 or not hasattr(model, "no_sync")
         with (nullcontext() if sync else model.no_sync()), _autocast(cfg, info.device):
             losses = task.loss(model, batch, info.device)

@@ -69,6 +69,12 @@ class Task(ABC):
         """``{"loss_<term>": Tensor}``: the engine back-propagates ``"loss"`` when given (a weighted total) and
         the sum of the ``loss_*`` terms otherwise; every entry is logged (``engine.total_loss``)."""
 
+    def begin_step(self, batches: list) -> None:
+        """Called with the micro-batches of one optimizer step (``schedule.grad_accum`` of them, this process's)
+        before ``loss`` sees each: a loss that divides by counts over the whole batch (summed over processes)
+        reads them here, so that accumulating micro-batches equals running them on more processes. Default:
+        nothing."""
+
     @abstractmethod
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
         """``{metric: float | list}`` over the whole loader, gathered across processes."""

@@ -12,7 +12,12 @@ Keys (unweighted; ``"loss"`` is the weighted total that is back-propagated):
   class is present); ``_0`` … ``_5``: each layer's;
 - ``loss_cls_stuff``: focal loss of "stuff class present" of the last stuff layer; ``_0`` … ``_4`` the others;
 - ``things_ratio`` (logged only): the weight ``N_th / (N_th + N_st)`` every thing term carries (stuff terms
-  carry ``1 - things_ratio``), counts summed over processes.
+  carry ``1 - things_ratio``).
+
+Normalisers (``PanopticCriterion.normalisers``): thing terms divide by ``N_th``, stuff terms by ``N_st``, the
+target counts of the whole optimizer step (every process, every accumulated micro-batch) divided by the number
+of (process, micro-batch) pairs: the authors' all-reduced per-GPU average, so that accumulating micro-batches in
+one process gives the gradients of running them on more processes.
 
 Weights (the authors'): focal 2, L1 5, GIoU 2, dice 2, stuff presence focal 2 × 2 = 4.
 """
@@ -51,14 +56,6 @@ def mask_dice(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, co
     return (dice_loss(pred, target) * weight).sum() / count
 
 
-def _mean_count(value: float, device) -> float:
-    """``value`` averaged over processes (at least 1), the normaliser every process divides by."""
-    count = torch.tensor([float(value)], device=device)
-    if is_distributed():
-        count = all_reduce_sum(count) / torch.distributed.get_world_size()
-    return max(float(count), 1.0)
-
-
 class QuerySelector:
     """The ``select`` callable the model's forward takes in training: runs the query filter on the last
     location-decoder layer against ``thing_targets`` and keeps the results (``results``) for the loss."""
@@ -83,7 +80,7 @@ class PanopticCriterion(torch.nn.Module):
 
     def __init__(self, num_things: int, num_stuff: int, *, weights: Mapping[str, float] | None = None,
                  matcher: HungarianMatcher | None = None, mask_matcher: MaskHungarianMatcher | None = None,
-                 max_pos: int = 3, focal_alpha: float = 0.25):
+                 max_pos: int = 1, focal_alpha: float = 0.25):
         super().__init__()
         weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
         unknown = sorted(set(weights) - set(DEFAULT_WEIGHTS))
@@ -108,6 +105,21 @@ class PanopticCriterion(torch.nn.Module):
             things.append({"labels": labels[keep], "boxes": t["boxes"][keep], "masks": t["masks"][keep]})
             stuff.append({"labels": labels[~is_thing] - self.num_things, "masks": t["masks"][~is_thing]})
         return things, stuff
+
+    def normalisers(self, batches: Sequence[Sequence[Mapping]]) -> tuple[float, float]:
+        """``(N_th, N_st)`` of a step made of ``batches`` (each a list of target dicts; several: the micro-batches
+        accumulated into one step): the counts summed over the batches and processes, divided by the number of
+        batches times processes, each at least 1. A collective call in a process group: every process calls it."""
+        counts = torch.zeros(2, dtype=torch.float64)
+        for targets in batches:
+            things, stuff = self.split(targets)
+            counts += torch.tensor([sum(len(t["labels"]) for t in things), sum(len(t["labels"]) for t in stuff)])
+        units = len(batches)
+        if is_distributed():
+            counts = all_reduce_sum(counts)
+            units *= torch.distributed.get_world_size()
+        n_th, n_st = (counts / max(units, 1)).tolist()
+        return max(n_th, 1.0), max(n_st, 1.0)
 
     def selector(self, targets: Sequence[Mapping]) -> QuerySelector:
         return QuerySelector(self.query_filter, self.split(targets)[0])
@@ -163,15 +175,16 @@ class PanopticCriterion(torch.nn.Module):
             losses[f"loss_cls_stuff{suffix}"] = sigmoid_focal_loss(logits, present, self.focal_alpha).sum() / count
         return losses
 
-    def forward(self, outputs: Mapping, targets: Sequence[Mapping], selector: QuerySelector) -> dict:
+    def forward(self, outputs: Mapping, targets: Sequence[Mapping], selector: QuerySelector,
+                normalisers: tuple[float, float] | None = None) -> dict:
+        """``normalisers``: the step's ``(N_th, N_st)`` (``normalisers``); None: this batch's own."""
         if selector.results is None:
             raise ValueError("PanopticCriterion: the selector was not run; pass select=selector to the model")
         things, stuff = self.split(targets)
         device = outputs["pred_logits"].device
         things = [{k: v.to(device) for k, v in t.items()} for t in things]
         stuff = [{k: v.to(device) for k, v in t.items()} for t in stuff]
-        n_th = _mean_count(sum(len(t["labels"]) for t in things), device)
-        n_st = _mean_count(sum(len(t["labels"]) for t in stuff), device)
+        n_th, n_st = self.normalisers([targets]) if normalisers is None else normalisers
         first = [(r.rows, r.cols) for r in selector.results]
         losses = self._detection(outputs["pred_logits"], outputs["pred_boxes"], things, first, n_th)
         for i, aux in enumerate(outputs.get("aux_outputs") or ()):

@@ -1,9 +1,12 @@
 """Panoptic SegFormer's two-stage matching of thing queries.
 
 1. ``QueryFilter``: Hungarian matching of the location decoder's last layer against the thing targets (focal
-   2, L1 5, GIoU 2), repeated ``min(max_pos, Q // T)`` times with the rows matched so far removed, so up to
-   ``max_pos`` queries per object are kept for the mask decoder. The first round is the one-to-one
-   assignment of that layer's detection losses.
+   2, L1 5, GIoU 2); the matched queries go to the mask decoder, one per object (``max_pos=1``, what the
+   authors' released code does: their ``HungarianAssigner_filter`` is configured with ``max_pos=3`` but leaves
+   its loop after the first round). ``max_pos > 1`` repeats the matching ``min(max_pos, Q // T)`` times with
+   the rows matched so far removed, as an older version of their assigner did: up to ``max_pos`` queries per
+   object reach the mask decoder, the extra ones without a mask target (a deviation from the release). The
+   first round is the one-to-one assignment of that layer's detection losses.
 2. ``MaskHungarianMatcher``: among the kept queries, Hungarian matching on the same costs (focal doubled: 4)
    plus the dice cost of the mask decoder's final masks; it decides which thing masks are trained on what.
 
@@ -52,10 +55,10 @@ def repeated_assignment(cost: np.ndarray, rounds: int) -> list[tuple[np.ndarray,
 
 class QueryFilter:
     """``filter(logits [Q, T], boxes [Q, 4], labels [M], target_boxes [M, 4]) -> FilterResult`` for one image
-    (normalised cxcywh boxes, contiguous thing labels). ``max_pos``: most queries kept per object (the
-    authors' 3; 1 keeps the one-to-one assignment only)."""
+    (normalised cxcywh boxes, contiguous thing labels). ``max_pos``: most queries kept per object (1, the
+    authors' released behaviour: the one-to-one assignment only; see the module docstring for > 1)."""
 
-    def __init__(self, matcher: HungarianMatcher, max_pos: int = 3):
+    def __init__(self, matcher: HungarianMatcher, max_pos: int = 1):
         if isinstance(max_pos, bool) or not isinstance(max_pos, int) or max_pos < 1:
             raise ValueError(f"QueryFilter: max_pos must be a positive int, got {max_pos!r}")
         self.matcher, self.max_pos = matcher, max_pos

@@ -34,7 +34,9 @@ class PanopticSegFormerModel:
     giou_loss_coef: float = 2.0
     mask_loss_coef: float = 2.0
     stuff_cls_loss_coef: float = 4.0
-    max_pos: int = 3  # queries kept per object by the query filter
+    # queries per object sent to the mask decoder: 1 as the authors' released code (> 1: their older assigner's
+    # repeated matching, a deviation; see tasks/panoptic/matcher.py)
+    max_pos: int = 1
     focal_alpha: float = 0.25
 
 

@@ -18,6 +18,7 @@ from .model import PanopticSegFormer
 from .presets import CocoPanopticData, ToyData
 from .toy import ensure_toy_dataset
 from .transforms import test_pipeline, train_pipeline
+from .weights import BACKBONE_DOWNLOADS
 
 _TOY_HINT = "for a first run, configs/panoptic_segformer_pvt_b0_toy.py makes its own small dataset"
 
@@ -38,6 +39,7 @@ class PanopticTask(Task):
         self.criterion = PanopticCriterion(m.num_things_classes, m.num_stuff_classes, weights=weights,
                                            mask_matcher=mask_matcher, max_pos=m.max_pos, focal_alpha=m.focal_alpha)
         self.categories: PanopticCategories | None = None  # read with the data
+        self._step: tuple[list, tuple[float, float]] = ([], (1.0, 1.0))  # (micro-batches, their normalisers)
 
     def _paths(self, split: str) -> tuple[Path, Path]:
         data = self.cfg.data
@@ -69,8 +71,15 @@ class PanopticTask(Task):
         for key, found in (("num_things_classes", categories.num_things), ("num_stuff_classes", categories.num_stuff)):
             if getattr(m, key) != found:
                 raise ValueError(f"model.{key}={getattr(m, key)} but the dataset has {found} such categories")
-        return PanopticSegFormer.build(m, preprocessing=self.preprocessing(), category_ids=categories.category_ids,
-                                       class_names=categories.names)
+        try:
+            return PanopticSegFormer.build(m, preprocessing=self.preprocessing(),
+                                           category_ids=categories.category_ids, class_names=categories.names)
+        except FileNotFoundError as e:
+            path = Path(str(m.backbone_weights))
+            if path.name not in BACKBONE_DOWNLOADS or path.exists():
+                raise
+            raise FileNotFoundError(f"{e}; model.backbone_weights={str(path)!r} is the authors' backbone: download it "
+                                    f"with `wget {BACKBONE_DOWNLOADS[path.name]} -P {path.parent}`") from None
 
     def preprocessing(self) -> Preprocessing:
         """The evaluation resize (short side ``data.test_size``, long side at most ``data.max_size``) with ImageNet's
@@ -95,12 +104,20 @@ class PanopticTask(Task):
     def collate(self, samples: list[dict]) -> dict:
         return collate(samples)
 
+    def begin_step(self, batches: list) -> None:
+        """The loss normalisers and the things/stuff ratio of the whole step (all micro-batches, all processes),
+        as the authors' 8 GPUs share them: ``grad_accum`` micro-batches in one process train as that many
+        processes would."""
+        self._step = (list(batches), self.criterion.normalisers([b["targets"] for b in batches]))
+
     def loss(self, model, batch: dict, device) -> dict[str, torch.Tensor]:
         targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
         selector = self.criterion.selector(targets)
         outputs = model(batch["image"].to(device), batch["pixel_mask"].to(device), select=selector)
+        batches, normalisers = self._step
+        in_step = any(batch is b for b in batches)  # else a batch outside a step: its own counts
         # "loss" (the weighted total) is back-propagated; every term is logged unweighted.
-        return self.criterion(outputs, targets, selector)
+        return self.criterion(outputs, targets, selector, normalisers if in_step else None)
 
     @property
     def val_batch_size(self) -> int:

@@ -6,7 +6,8 @@ The backbone converts its own keys (PVTv2 in the original whai362 names, or torc
 loader renames (``.mask_head.`` → things, ``.mask_head2.`` → stuff, ``.cls_branches2.``) and a ``module.``
 prefix. A release with 80 thing and 53 stuff classes predicts COCO panoptic's category ids (``COCO_PANOPTIC_IDS``).
 ``cls_thing_branches`` and ``reg_branches2`` exist in the release but their losses are multiplied by 0
-and inference never runs them: they are dropped. The architecture is read from the weights' shapes.
+and inference never runs them: they are dropped. The architecture is read from the weights' shapes, and the
+merging thresholds from the backbone, as the authors' configs set them (``RELEASE_MERGE``).
 """
 from __future__ import annotations
 
@@ -21,6 +22,16 @@ from backbones.weights import RenameRules
 from tasks.common.pretrained import OriginalFormat, TaskWeights
 
 RESNET50_ARGS = {"norm_layer": "frozen_bn", "frozen_stages": 1}  # the authors' ResNet-50 (frozen BN, stage1 frozen)
+
+# The merging thresholds (MergeOptions fields) the authors evaluate a release of this backbone with, where their
+# config changes the defaults: configs/panformer/panformer_pvtb5_24e_coco_panoptic.py raises both quality
+# thresholds to 0.3 (the ResNet configs keep 0.25 / 0.25).
+RELEASE_MERGE = {"pvt_v2_b5": {"quality_threshold_things": 0.3, "quality_threshold_stuff": 0.3}}
+
+# Backbone weights the authors' recipes start from that no hub serves, by file name: where to download them.
+# pvt_v2_b5_22k.pth: PVTv2-B5 trained on ImageNet-22k, a release asset of the PVTv2 repository (whai362/PVT, release
+# v2, original key names, 22k-class classifier dropped on load), what panformer_pvtb5_24e_coco_panoptic.py loads.
+BACKBONE_DOWNLOADS = {"pvt_v2_b5_22k.pth": "https://github.com/whai362/PVT/releases/download/v2/pvt_v2_b5_22k.pth"}
 
 # COCO panoptic's 133 categories in the authors' label order (panopticapi's panoptic_coco_categories.json: things
 # 1-90 then stuff 92-200, by id): what a release with 80 + 53 classes predicts.
@@ -129,6 +140,7 @@ def config_from_release(state_dict: Mapping, meta) -> dict:
         thing_mask_layers=_count(sd, rf"^bbox_head\.{things}\.blocks\.(\d+)\."),
         stuff_mask_layers=_count(sd, rf"^bbox_head\.{stuff}\.blocks\.(\d+)\."),
         class_names=names, category_ids=COCO_PANOPTIC_IDS if coco else None,
+        merge=dict(RELEASE_MERGE.get(backbone, {})),
     )
 
 

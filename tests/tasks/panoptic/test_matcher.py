@@ -1,5 +1,6 @@
-"""The two matching stages: the query filter (repeated Hungarian, ≤ max_pos distinct queries per object) and the
-mask-aware Hungarian matcher, each checked for optimality against brute force."""
+"""The two matching stages: the query filter (one query per object by default, as the authors' released code;
+repeated Hungarian with ≤ max_pos distinct queries per object as an option) and the mask-aware Hungarian matcher,
+each checked for optimality against brute force."""
 import itertools
 
 import numpy as np
@@ -37,6 +38,18 @@ def test_repeated_assignment_each_round_optimal_among_free_rows(seed):
         assert cost[rows, cols].sum() == pytest.approx(brute_force(cost[free]))
         used |= set(rows.tolist())
     assert len(rounds) == 3 and len(used) == 6
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_query_filter_default_keeps_one_query_per_object(seed):
+    """The released filter leaves its loop after the first round: the one-to-one assignment only."""
+    logits, boxes, labels, target_boxes = random_case(seed, queries=9, targets=3)
+    matcher = HungarianMatcher(2.0, 5.0, 2.0)
+    result = QueryFilter(matcher)(logits, boxes, labels, target_boxes)
+    rows, cols = matcher({"pred_logits": logits[None], "pred_boxes": boxes[None]},
+                         [{"labels": labels, "boxes": target_boxes}])[0]
+    assert torch.equal(result.selected, rows) and torch.equal(result.rows, rows) and torch.equal(result.cols, cols)
+    assert len(result.selected) == 3
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -64,6 +64,50 @@ def test_evaluate_in_memory_equals_pq_compute_on_written_files(task):
     assert "sky" in table and "PQ_th" in table
 
 
+def test_one_query_per_thing_reaches_the_mask_decoder(task):
+    """By default (the config's query filter, as the authors' released code) the thing mask decoder decodes exactly
+    one query per ground-truth thing: the query the one-to-one assignment gave it."""
+    assert task.cfg.model.max_pos == 1
+    torch.manual_seed(0)
+    model = task.build_model()
+    dataset = task.train_dataset()
+    batch = task.collate([dataset[(i, 0)] for i in range(3)])
+    things, _ = task.criterion.split(batch["targets"])
+    selector = task.criterion.selector(batch["targets"])
+    with torch.no_grad():
+        out = model(batch["image"], batch["pixel_mask"], select=selector)
+    counts = [len(t["labels"]) for t in things]
+    assert sum(counts) > 0 and out["thing_masks"].shape[1] == max(counts)
+    for b, count in enumerate(counts):
+        index = out["thing_index"][b]
+        assert torch.equal(index[index >= 0], selector.results[b].rows) and len(selector.results[b].rows) == count
+
+
+def test_b5_recipe_follows_the_authors(task):
+    """The B5 recipe starts from the authors' ImageNet-22k backbone file and decays every parameter."""
+    from tasks.common.optim import param_groups
+    from tasks.panoptic.weights import BACKBONE_DOWNLOADS
+
+    cfg = load_config("configs/panoptic_segformer_pvt_b5_coco.py")
+    assert cfg.model.backbone_weights == "checkpoints/pvt_v2_b5_22k.pth" and "pvt_v2_b5_22k.pth" in BACKBONE_DOWNLOADS
+    assert cfg.model.max_pos == 1 and cfg.optimizer.decay_norm_and_bias
+    model = task.build_model()
+    groups = param_groups(model, cfg.optimizer, model.parameter_groups())
+    assert {g["weight_decay"] for g in groups} == {1e-4}
+    assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
+
+
+def test_missing_authors_backbone_says_where_to_get_it(task, tmp_path):
+    path = tmp_path / "checkpoints" / "pvt_v2_b5_22k.pth"
+    task.cfg.model.backbone_weights = str(path)
+    try:
+        with pytest.raises(FileNotFoundError, match=r"wget https://github\.com/whai362/PVT/releases/download/v2/"
+                                                    r"pvt_v2_b5_22k\.pth -P .*checkpoints"):
+            task.build_model()
+    finally:
+        task.cfg.model.backbone_weights = None
+
+
 def test_class_counts_must_match_the_data(task):
     task.cfg.model.num_stuff_classes = 4
     try:

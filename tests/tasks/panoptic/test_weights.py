@@ -11,12 +11,10 @@ from tasks.panoptic.weights import dropped_keys
 
 C, HEADS, POINTS, LEVELS, FFN = 64, 8, 4, 4, 96
 T, S, Q, ENC, DEC, THING_LAYERS, STUFF_LAYERS = 3, 2, 12, 1, 2, 2, 3
-IN_CHANNELS = (64, 160, 256)  # pvt_v2_b0 stage2-4
 
 
-def _backbone_original() -> dict:
-    """PVTv2-b0 (one block per stage) in the original whai362 names, as the authors' backbone holds them."""
-    ours = build_backbone("pvt_v2_b0", depths=(1, 1, 1, 1)).state_dict()
+def _to_original(ours: dict) -> dict:
+    """Our PVTv2 keys -> the original whai362 names under ``backbone.``, as the authors' backbone holds them."""
     out = {}
     for key, value in ours.items():
         stage, rest = key.split(".", 1)
@@ -27,8 +25,14 @@ def _backbone_original() -> dict:
             name = f"block{i}.{rest[len('blocks.'):]}".replace(".mlp.dwconv.", ".mlp.dwconv.dwconv.")
         else:
             name = f"norm{i}.{rest[len('norm.'):]}"
-        out[f"backbone.{name}"] = torch.randn_like(value)
+        out[f"backbone.{name}"] = value
     return out
+
+
+def _backbone_original(variant: str = "pvt_v2_b0") -> dict:
+    """``variant`` with one block per stage, random tensors, in the authors' names."""
+    ours = build_backbone(variant, depths=(1, 1, 1, 1)).state_dict()
+    return {k: torch.randn_like(v) for k, v in _to_original(ours).items()}
 
 
 def _linear(out: dict, prefix: str, o: int, i: int) -> None:
@@ -65,13 +69,14 @@ def _deform(out: dict, prefix: str) -> None:
     _linear(out, f"{prefix}.output_proj", C, C)
 
 
-def authors_state_dict(old_names: bool) -> dict:
+def authors_state_dict(old_names: bool, variant: str = "pvt_v2_b0") -> dict:
     """The key list of the authors' PanopticSegFormer (brief section 5) for the small configuration above."""
-    out = _backbone_original()
-    for i, c in enumerate(IN_CHANNELS):
+    out = _backbone_original(variant)
+    in_channels = [out[f"backbone.norm{i}.weight"].shape[0] for i in (2, 3, 4)]  # stage2-4 widths
+    for i, c in enumerate(in_channels):
         out[f"neck.convs.{i}.conv.weight"] = torch.randn(C, c, 1, 1)
         out[f"neck.convs.{i}.gn.weight"], out[f"neck.convs.{i}.gn.bias"] = torch.randn(C), torch.randn(C)
-    out["neck.extra_convs.0.conv.weight"] = torch.randn(C, IN_CHANNELS[-1], 3, 3)
+    out["neck.extra_convs.0.conv.weight"] = torch.randn(C, in_channels[-1], 3, 3)
     out["neck.extra_convs.0.gn.weight"], out["neck.extra_convs.0.gn.bias"] = torch.randn(C), torch.randn(C)
     t = "bbox_head.transformer"
     out[f"{t}.level_embeds"] = torch.randn(LEVELS, C)
@@ -177,6 +182,38 @@ def test_authors_release_loads_strictly(tmp_path, old_names, prefix):
     model.preprocessing = type(model.preprocessing)(resize="short_side", size=(64, 96))
     result = model.predict((np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8))
     assert result["panoptic"].shape == (40, 60)
+
+
+def test_release_merging_thresholds_follow_the_authors_configs(tmp_path):
+    """A release with the PVTv2-B5 backbone merges with quality thresholds 0.3 / 0.3 (the authors' B5 config);
+    other backbones with the 0.25 defaults (their ResNet configs)."""
+    torch.manual_seed(0)
+    torch.save({"meta": {}, "state_dict": authors_state_dict(False, "pvt_v2_b5")}, tmp_path / "b5.pth")
+    b5 = PanopticSegFormer.from_pretrained(tmp_path / "b5.pth")
+    assert b5.config["backbone"] == "pvt_v2_b5"
+    assert (b5.merge_options.quality_threshold_things, b5.merge_options.quality_threshold_stuff) == (0.3, 0.3)
+    assert (b5.merge_options.overlap_threshold_things, b5.merge_options.overlap_threshold_stuff) == (0.4, 0.2)
+    assert b5.config["merge"]["quality_threshold_things"] == 0.3  # kept in what predict and a re-save read
+    torch.save({"meta": {}, "state_dict": authors_state_dict(False)}, tmp_path / "b0.pth")
+    b0 = PanopticSegFormer.from_pretrained(tmp_path / "b0.pth")
+    assert (b0.merge_options.quality_threshold_things, b0.merge_options.quality_threshold_stuff) == (0.25, 0.25)
+
+
+def test_full_b5_release_layout_is_read_as_b5_with_its_thresholds():
+    """The released B5 layout itself (depths 3/6/40/3; shapes only, on the meta device)."""
+    from tasks.panoptic.weights import config_from_release
+
+    one_block = build_backbone("pvt_v2_b5", depths=(1, 1, 1, 1)).state_dict()
+    backbone = {}
+    for key, value in one_block.items():  # every block of a stage has block 0's shapes
+        stage = int(key[len("stage")])
+        for n in range((3, 6, 40, 3)[stage - 1] if ".blocks.0." in key else 1):
+            backbone[key.replace(".blocks.0.", f".blocks.{n}.")] = torch.empty(value.shape, device="meta")
+    sd = {k: v for k, v in authors_state_dict(False, "pvt_v2_b5").items() if not k.startswith("backbone.")}
+    sd.update(_to_original(backbone))
+    cfg = config_from_release(sd, None)
+    assert cfg["backbone"] == "pvt_v2_b5" and "depths" not in cfg["backbone_args"]
+    assert cfg["merge"] == {"quality_threshold_things": 0.3, "quality_threshold_stuff": 0.3}
 
 
 def test_a_missing_tensor_is_named(tmp_path):
