@@ -97,7 +97,7 @@ def to_transformers(model) -> HFModel:
     state = {f"pvt_v2.{k}": v for k, v in encoder.state_dict.items()}
     state.update({TO_HF_RULES(k): v for k, v in model.state_dict().items() if k.startswith("head.")})
     config = {"model_type": "pvt_v2", "architectures": ["PvtV2ForImageClassification"], **encoder.config}
-    return HFModel(config, state, "image-classification", encoder.notes)
+    return HFModel(config, state, "image-classification", "clip", encoder.notes)
 
 
 WEIGHTS = TaskWeights(

@@ -35,11 +35,12 @@ TOLERANCE = 1e-4  # fp32 parity, relative to max(1, largest |output|): our parit
 @dataclass
 class HFModel:
     """A model in transformers' terms: ``config`` (config.json without the labels, which the writer adds),
-    ``state_dict`` (transformers' key names), ``pipeline_tag`` (the hub's task name) and ``notes`` (what it does not hold exactly, one sentence each)."""
+    ``state_dict`` (transformers' key names), ``pipeline_tag`` (the hub's task name), ``image_processor`` (a kind ``image_processor`` takes) and ``notes`` (what it does not hold exactly, one sentence each)."""
 
     config: dict
     state_dict: dict[str, torch.Tensor]
     pipeline_tag: str
+    image_processor: str
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -60,35 +61,58 @@ def hf_labels(names, count: int | None) -> dict:
     return {"id2label": {str(i): n for i, n in enumerate(names)}, "label2id": label2id}
 
 
-def image_processor(pre: Preprocessing) -> tuple[dict, str | None]:
-    """``(preprocessor_config.json, note)``: the transformers image processor that computes ``pre``'s
-    ``pixel_values`` (torchvision backend: "...Fast" for transformers 4.x, the default in 5.x); ``note`` says how
-    it differs where no processor reproduces ``pre`` exactly (else None)."""
-    norm = dict(do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=list(pre.mean),
-                image_std=list(pre.std), resample=_RESAMPLE[pre.interpolation])
-    note = None
-    if pre.resize == "short_side_crop":
-        short, crop = pre.size
-        config = dict(image_processor_type="CLIPImageProcessorFast", do_resize=True, size={"shortest_edge": short},
-                      do_center_crop=True, crop_size={"height": crop, "width": crop}, do_convert_rgb=True, **norm)
-    elif pre.resize == "short_side":
-        short, limit = pre.size
-        config = dict(image_processor_type="DeformableDetrImageProcessorFast", format="coco_detection",
-                      do_resize=True, size={"shortest_edge": short, "longest_edge": limit}, do_pad=True, **norm)
-    elif pre.resize == "keep_ratio":
-        long, short = pre.size
-        config = dict(image_processor_type="DeformableDetrImageProcessorFast", format="coco_detection",
-                      do_resize=True, size={"shortest_edge": short, "longest_edge": long}, do_pad=True, **norm)
-        note = (f"ours scales by min({long}/long side, {short}/short side) and rounds; this processor truncates the "
-                "long side (DETR's rule), so a size can differ by a pixel")
-    else:  # "fixed" or "none"
-        size = {"height": pre.size[0], "width": pre.size[1]} if pre.resize == "fixed" else {"height": 512, "width": 512}
-        config = dict(image_processor_type="SegformerImageProcessorFast", do_resize=pre.resize == "fixed", size=size,
-                      do_reduce_labels=False, **norm)
+def image_processor(pre: Preprocessing, kind: str) -> tuple[dict, str | None]:
+    """``(preprocessor_config.json, note)``: transformers' image processor ``kind`` (``HFModel.image_processor``:
+    the one whose post-processing fits the model, so that pipelines work) set up to compute ``pre``'s
+    ``pixel_values``, with the torchvision backend ("...Fast" in transformers 4.x, the default in 5.x). Where that
+    processor cannot reproduce ``pre``, ``note`` says how it differs (else None)."""
+    if kind not in _PROCESSORS:
+        raise ValueError(f"image_processor: kind must be one of {', '.join(_PROCESSORS)}, got {kind!r}")
+    config = dict(image_processor_type=_PROCESSORS[kind], do_rescale=True, rescale_factor=1 / 255,
+                  resample=_RESAMPLE[pre.interpolation])
+    normalizes = kind != "glpn"
+    if normalizes:
+        config.update(do_normalize=True, image_mean=list(pre.mean), image_std=list(pre.std))
+    notes = [] if normalizes or (pre.mean, pre.std) == ((0.0,) * 3, (1.0,) * 3) else [
+        f"GLPN's processor does not normalise; ours subtracts {list(pre.mean)} and divides by {list(pre.std)}"]
+    size = _processor_size(pre, kind, notes)
+    config.update(do_resize=size is not None, **({"size": size} if size is not None else {}))
+    if kind == "clip":
+        crop = pre.size[1] if pre.resize == "short_side_crop" else None
+        config.update(do_center_crop=crop is not None, do_convert_rgb=True,
+                      **({"crop_size": {"height": crop, "width": crop}} if crop else {}))
+    elif kind == "segformer":
+        config.update(do_reduce_labels=False)
+    elif kind == "detr":
+        config.update(format="coco_detection", do_pad=True)
     if pre.size_divisor > 1 and pre.resize != "fixed":
-        extra = f"ours then resizes each side up to a multiple of {pre.size_divisor}; this processor does not"
-        note = f"{note}; {extra}" if note else extra
-    return config, note
+        notes.append(f"ours then resizes each side up to a multiple of {pre.size_divisor}; this processor does not")
+    return config, "; ".join(notes) or None
+
+
+def _processor_size(pre: Preprocessing, kind: str, notes: list[str]) -> dict | None:
+    """The processor's ``size`` for ``pre`` (None: no resize), adding to ``notes`` where it is not ours."""
+    if pre.resize == "none":
+        return None
+    if pre.resize == "fixed" and kind != "glpn":
+        return {"height": pre.size[0], "width": pre.size[1]}
+    if pre.resize == "short_side_crop" and kind == "clip":
+        return {"shortest_edge": pre.size[0]}
+    if pre.resize == "short_side" and kind == "detr":
+        notes.append(f"where the long side reaches {pre.size[1]}, transformers makes it exactly that and ours (DETR's "
+                     "rule) truncates it, so a size can be a pixel longer there; otherwise identical")
+        return {"shortest_edge": pre.size[0], "longest_edge": pre.size[1]}
+    if kind == "glpn":
+        notes.append(f"GLPN's processor does not resize; ours resizes ({pre.resize} {list(pre.size)})")
+        return None
+    short = min(pre.size) if pre.resize == "keep_ratio" else pre.size[0]
+    notes.append(f"ours resizes {pre.resize} {list(pre.size)}, which this processor has no rule for: it resizes to "
+                 f"{short}x{short}")
+    return {"height": short, "width": short}
+
+
+_PROCESSORS = {"clip": "CLIPImageProcessorFast", "segformer": "SegformerImageProcessorFast",
+               "glpn": "GLPNImageProcessor", "detr": "DeformableDetrImageProcessorFast"}
 
 
 # PIL's resampling codes, which transformers' processor configs store.
@@ -107,10 +131,10 @@ def save_transformers(model, out_dir, *, to_hf=None, source=None, tolerance: flo
     if to_hf is None:
         raise ValueError(f"transformers has no class for a {type(model).__name__} ({getattr(model, 'task', '?')} "
                          "task): it cannot be written as a transformers folder")
-    out_dir = _check_out_dir(out_dir)
+    out_dir = check_out_dir(out_dir)
     hf = to_hf(model)
     config = {**hf.config, **hf_labels(model.class_names, model.num_classes), "dtype": "float32"}
-    processor, processor_note = image_processor(model.preprocessing)
+    processor, processor_note = image_processor(model.preprocessing, hf.image_processor)
 
     def fill(folder: Path) -> None:
         _write(folder, config, hf.state_dict, processor)
@@ -125,12 +149,12 @@ def save_backbone_transformers(backbone, out_dir) -> Path:
     by converting the written weights back with the backbone's own converter (tensor for tensor)."""
     from backbones.to_transformers import hf_encoder
 
-    out_dir = _check_out_dir(out_dir)
+    out_dir = check_out_dir(out_dir)
     encoder = hf_encoder(backbone, "pvt_v2")
     name = getattr(backbone, "name", type(backbone).__name__)
     config = {"model_type": "pvt_v2", "architectures": ["PvtV2Model"], **encoder.config, "dtype": "float32",
               "out_features": list(backbone.out_features)}
-    processor, _ = image_processor(Preprocessing())
+    processor, _ = image_processor(Preprocessing(), "clip")
 
     def fill(folder: Path) -> None:
         from backbones.weights import read_state_dict
@@ -148,7 +172,8 @@ def save_backbone_transformers(backbone, out_dir) -> Path:
     return _atomic_folder(out_dir, fill)
 
 
-def _check_out_dir(out_dir) -> Path:
+def check_out_dir(out_dir) -> Path:
+    """``out_dir`` as a Path; one that exists and is not an empty folder is a ValueError (nothing is replaced)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ValueError(f"{out_dir} exists and is not an empty folder: choose a new OUT_DIR (an earlier export is "
@@ -164,10 +189,10 @@ def _atomic_folder(out_dir: Path, fill) -> Path:
     try:
         try:
             fill(tmp)
-        except RuntimeError as e:  # safetensors and torch wrap a full disk in a RuntimeError
-            if "No space left" not in str(e) and "write" not in str(e).lower():
+        except RuntimeError as e:  # safetensors and torch wrap a full disk's OSError in a RuntimeError
+            if "No space left on device" not in str(e):
                 raise
-            raise OSError(f"cannot write {out_dir}: {e}") from e
+            raise OSError(28, f"no space left on device while writing {out_dir} (nothing was written)") from e
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked): the rename needs the name free
         os.replace(tmp, out_dir)

@@ -65,7 +65,7 @@ def to_transformers(model) -> HFModel:
     config = {"model_type": "glpn", "architectures": ["GLPNForDepthEstimation"], **encoder.config,
               "max_depth": int(max_depth), "decoder_hidden_size": model.config["decoder_dim"],
               "head_in_index": -1}
-    return HFModel(config, state, "depth-estimation", encoder.notes)
+    return HFModel(config, state, "depth-estimation", "glpn", encoder.notes)
 
 
 WEIGHTS = TaskWeights(

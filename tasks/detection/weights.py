@@ -203,9 +203,8 @@ def to_transformers(model) -> HFModel:
         "num_feature_levels": cfg["num_feature_levels"], "num_queries": cfg["num_queries"],
         "two_stage_num_proposals": cfg["num_queries"], "with_box_refine": cfg["with_box_refine"],
         "two_stage": cfg["two_stage"], "activation_function": "relu", "position_embedding_type": "sine",
-        "tie_word_embeddings": not cfg["with_box_refine"],  # per-layer class heads stay apart
     }
-    return HFModel(config, state, "object-detection", encoder.notes)
+    return HFModel(config, state, "object-detection", "detr", encoder.notes)
 
 
 def _hf_heads(model) -> dict:

@@ -74,7 +74,7 @@ def to_transformers(model) -> HFModel:
     config = {"model_type": "segformer", "architectures": ["SegformerForSemanticSegmentation"], **encoder.config,
               "decoder_hidden_size": model.config["decoder_dim"], "classifier_dropout_prob": model.config["dropout"],
               "semantic_loss_ignore_index": 255}
-    return HFModel(config, state, "image-segmentation", encoder.notes)
+    return HFModel(config, state, "image-segmentation", "segformer", encoder.notes)
 
 
 WEIGHTS = TaskWeights(
