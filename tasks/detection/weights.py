@@ -195,7 +195,7 @@ def to_transformers(model) -> HFModel:
     state.update(_hf_heads(model))
     config = {
         "model_type": "deformable_detr", "architectures": ["DeformableDetrForObjectDetection"],
-        "backbone_config": backbone, "use_timm_backbone": False, "use_pretrained_backbone": False,
+        "backbone_config": backbone, "backbone": None, "use_timm_backbone": False, "use_pretrained_backbone": False,
         "d_model": cfg["hidden_dim"], "encoder_layers": cfg["enc_layers"], "decoder_layers": cfg["dec_layers"],
         "encoder_attention_heads": cfg["nheads"], "decoder_attention_heads": cfg["nheads"],
         "encoder_ffn_dim": cfg["dim_feedforward"], "decoder_ffn_dim": cfg["dim_feedforward"],
