@@ -8,7 +8,7 @@ one of these gets a result:
   format of a segmentation dataset with ``reduce_zero_label=False``;
 - a float map ``[H, W]`` (depth in metres): a uint16 PNG in millimetres, 0 where nothing is predicted (NYU Depth
   v2's format; depths beyond 65.535 m are clipped);
-- ``{"panoptic": int [H, W], "segments": [...]}``: a COCO panoptic PNG (id = R + 256 G + 256^2 B) and its
+- segments (``{"panoptic": int [H, W], "segments": [...]}``): a COCO panoptic PNG (id = R + 256 G + 256^2 B) and its
   ``segments_info`` in the record;
 - ``{"boxes", "scores", "labels"}``: COCO result entries (``image_id``, ``category_id``, ``bbox`` as x, y, w, h,
   ``score``), one JSON line each in ``detections.jsonl``;
@@ -58,8 +58,9 @@ def predict_bounded(predictor, image: np.ndarray, options: Mapping, max_pixels: 
 def upsample(prediction, size: tuple[int, int], small: tuple[int, int]):
     """A prediction made at ``small`` (h, w), at ``size``."""
     h, w = size
-    if isinstance(prediction, Mapping) and "panoptic" in prediction:
-        return {**prediction, "panoptic": _resize_map(np.asarray(prediction["panoptic"]), size)}
+    if _segment_map(prediction):
+        key = _segment_map(prediction)
+        return {**prediction, key: _resize_map(np.asarray(prediction[key]), size)}
     if isinstance(prediction, Mapping) and "boxes" in prediction:
         boxes = torch.as_tensor(prediction["boxes"]).clone()
         boxes[:, 0::2] *= w / small[1]
@@ -86,8 +87,8 @@ def image_id(name: str):
 
 def result_of(prediction, stem: str, class_names) -> Result | None:
     """The machine-readable ``Result`` of a prediction (see the module docstring); None for another structure."""
-    if isinstance(prediction, Mapping) and "panoptic" in prediction:
-        ids = np.asarray(prediction["panoptic"]).astype(np.uint32)
+    if _segment_map(prediction):
+        ids = np.asarray(prediction[_segment_map(prediction)]).astype(np.uint32)
         rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
         segments = [{k: _plain(v) for k, v in s.items()} for s in prediction.get("segments", [])]
         return Result(rgb, {"segments_info": segments})
@@ -111,6 +112,14 @@ def result_of(prediction, stem: str, class_names) -> Result | None:
             names = class_names or [str(i) for i in range(len(array))]
             return Result(None, {"top5": [[int(i), names[i], float(array[i])] for i in top]})
     return None
+
+
+def _segment_map(prediction) -> str | None:
+    """The key of the segment-id map of a prediction made of segments (``{map key: int [H, W], "segments": [...]}``,
+    the ``predict`` contract for segments), else None."""
+    if not isinstance(prediction, Mapping) or "segments" not in prediction:
+        return None
+    return next((k for k, v in prediction.items() if getattr(v, "ndim", 0) == 2), None)
 
 
 def _plain(value):
