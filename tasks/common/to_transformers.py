@@ -35,7 +35,8 @@ TOLERANCE = 1e-4  # fp32 parity, relative to max(1, largest |output|): our parit
 @dataclass
 class HFModel:
     """A model in transformers' terms: ``config`` (config.json without the labels, which the writer adds),
-    ``state_dict`` (transformers' key names), ``pipeline_tag`` (the hub's task name), ``image_processor`` (a kind ``image_processor`` takes) and ``notes`` (what it does not hold exactly, one sentence each)."""
+    ``state_dict`` (transformers' key names), ``pipeline_tag`` (the hub's task name), ``image_processor`` (a
+    kind ``image_processor`` takes) and ``notes`` (what it does not hold exactly, one sentence each)."""
 
     config: dict
     state_dict: dict[str, torch.Tensor]
@@ -205,7 +206,7 @@ def _atomic_folder(out_dir: Path, fill) -> Path:
 def _write(folder: Path, config: dict, state_dict: Mapping[str, torch.Tensor], processor: dict) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(folder / "model.safetensors"),
+    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(folder / "model.safetensors"),
               metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
@@ -217,8 +218,10 @@ def verify(model, folder: Path, tolerance: float, probe_size: tuple[int, int], n
     ``tolerance``, is a ValueError."""
     back = type(model).from_pretrained(folder)
     ours, theirs = model.state_dict(), back.state_dict()
-    wrong = sorted(k for k in ours if not k.endswith("num_batches_tracked") and not torch.equal(ours[k], theirs[k]))
-    if wrong or set(ours) != set(theirs):
+    same_keys = set(ours) == set(theirs)
+    wrong = sorted(k for k in ours if same_keys and not k.endswith("num_batches_tracked")
+                   and not torch.equal(ours[k].cpu(), theirs[k]))
+    if wrong or not same_keys:
         raise ValueError(f"the transformers weights do not read back as this model's (first: {(wrong or ['keys'])[0]})")
     probe = torch.randn(1, 3, *probe_size, generator=torch.Generator().manual_seed(0))
     was_training = model.training
@@ -259,7 +262,8 @@ def model_card(model, hf: HFModel, config: dict, processor_note, difference: flo
         "", "## Preprocessing", "",
         f"RGB in [0, 1], mean {list(pre.mean)}, std {list(pre.std)}; resize `{pre.resize}` {list(pre.size)}, "
         f"size divisor {pre.size_divisor}, {pre.interpolation} interpolation.",
-        f"The image processor (`preprocessor_config.json`) {'reproduces this exactly' if processor_note is None else 'differs: ' + processor_note}.",
+        "The image processor (`preprocessor_config.json`) "
+        + ("reproduces this exactly." if processor_note is None else f"differs: {processor_note}."),
         "", "## Fidelity", "",
         f"Checked when written: the weights read back unchanged, and the outputs on a probe input differ from the "
         f"original model's by {difference:.2g} (relative to the output's largest value).",
