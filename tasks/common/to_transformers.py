@@ -50,12 +50,12 @@ class HFModel:
 
 
 def hf_labels(names, count: int | None) -> dict:
-    """``id2label`` / ``label2id`` for ``count`` classes (numbered where the model has no names; transformers
-    needs unique labels in ``label2id``, so a repeated name keeps only its first index there)."""
+    """``id2label`` / ``label2id`` for ``count`` classes: the model's names, or transformers' own ``LABEL_i``
+    placeholders for a model without names (which our loader reads back as no names). ``label2id`` needs unique
+    labels, so a repeated name keeps its first index there."""
     if not count:
         return {}
-    names = list(names) if names is not None else [f"class {i}" for i in range(count)]
-    names = [n if n else f"class {i}" for i, n in enumerate(names)]
+    names = [n or f"LABEL_{i}" for i, n in enumerate(names)] if names is not None else [f"LABEL_{i}" for i in range(count)]
     label2id = {}
     for i, n in enumerate(names):
         label2id.setdefault(n, i)
