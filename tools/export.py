@@ -2,6 +2,7 @@
 
     python tools/export.py CHECKPOINT OUTPUT.onnx [--height H --width W] [--opset N] [--no-grid-sample]
     python tools/export.py BACKBONE_WEIGHTS OUTPUT.onnx --backbone pvt_v2_b2
+    python tools/export.py CHECKPOINT OUT_DIR --to transformers [--backbone NAME]
 
 CHECKPOINT: anything ``from_pretrained`` takes (best.pth / last.pth, a Hugging Face folder, a hub id); the
 task comes from it. With ``--backbone NAME``, CHECKPOINT is a backbone weights file and the four stages
@@ -9,6 +10,8 @@ are exported. After writing, ONNX Runtime runs the file at two other sizes (batc
 disagrees with PyTorch is deleted (exit code 2). ``--no-grid-sample``: Deformable-DETR's sampling as
 gathers and arithmetic only (for TensorRT and other runtimes that get GridSample wrong).
 See ``tasks/common/export.py`` for the exporter choice and the graph's inputs and outputs.
+``--to transformers`` writes a Hugging Face transformers model folder instead (``tasks/common/to_transformers.py``):
+config.json, model.safetensors, preprocessor_config.json and a model card, checked before it is renamed into place.
 """
 import argparse
 import sys
@@ -19,7 +22,8 @@ from tasks.common.cli import run
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Export a model to ONNX and check it with ONNX Runtime.")
     parser.add_argument("checkpoint", help="a checkpoint, Hugging Face folder or hub id (or backbone weights)")
-    parser.add_argument("output", help="the .onnx file to write")
+    parser.add_argument("output", help="the .onnx file to write (a folder with --to transformers)")
+    parser.add_argument("--to", choices=("onnx", "transformers"), default="onnx", help="the format written")
     parser.add_argument("--height", type=int, default=None, help="example height (default: the recipe's size)")
     parser.add_argument("--width", type=int, default=None, help="example width")
     parser.add_argument("--opset", type=int, default=18)
@@ -29,6 +33,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def export() -> int:
+        if args.to == "transformers":
+            from tasks.common.to_transformers import check_out_dir, save_backbone_transformers, save_transformers
+
+            check_out_dir(args.output)  # before anything is loaded
+            model = _load(args.checkpoint, args.backbone)
+            if args.backbone is not None:
+                print(save_backbone_transformers(model, args.output))
+            else:  # the card takes the training config and metrics.json from the checkpoint's run
+                print(save_transformers(model, args.output, source=args.checkpoint))
+            return 0
         from tasks.common.export import export_onnx, require
 
         require("onnx", "onnxruntime", "onnxscript")

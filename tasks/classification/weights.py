@@ -19,14 +19,17 @@ from backbones import hub
 from backbones.pvt_v2 import PVT_V2_VARIANTS, variant_for
 from backbones.pvt_v2_arch import arch_from_state_dict, mit_from_hf_config, pvt_v2_from_hf_config
 from backbones.pvt_v2_keys import detect_pvt_v2_format
+from backbones.to_transformers import hf_encoder
 from backbones.weights import RenameRules
 from tasks.common.preprocess import Preprocessing
 from tasks.common.pretrained import OriginalFormat, TaskWeights, class_names_from_hf, hf_num_labels
+from tasks.common.to_transformers import HFModel
 from tasks.common.zoo import PublishedModel
 
 from .datasets import imagenet_classes
 
 HEAD_RULES = RenameRules([(r"^classifier\.", "head.")])  # Hugging Face; ours, timm and original are head.*
+TO_HF_RULES = RenameRules([(r"^head\.", "classifier.")])  # the way back (to_transformers)
 
 def class_names_for(num_classes: int, names) -> tuple[str, ...] | None:
     """``names`` if they are real names for ``num_classes``; else ImageNet's when the head has 1000 classes."""
@@ -86,6 +89,16 @@ def config_from_weights(state_dict: Mapping, meta) -> dict:
     return dict(backbone=backbone, num_classes=num_classes, backbone_args=args, class_names=class_names_for(num_classes, None))
 
 
+def to_transformers(model) -> HFModel:
+    """Any PVTv2/MiT classifier as transformers' ``PvtV2ForImageClassification`` (mean of the last stage's tokens,
+    then a linear layer: the same head)."""
+    encoder = hf_encoder(model.backbone, "pvt_v2")
+    state = {f"pvt_v2.{k}": v for k, v in encoder.state_dict.items()}
+    state.update({TO_HF_RULES(k): v for k, v in model.state_dict().items() if k.startswith("head.")})
+    config = {"model_type": "pvt_v2", "architectures": ["PvtV2ForImageClassification"], **encoder.config}
+    return HFModel(config, state, "image-classification", "clip", encoder.notes)
+
+
 WEIGHTS = TaskWeights(
     task="classification",
     hf_model_types=("pvt_v2", "segformer"),
@@ -97,6 +110,7 @@ WEIGHTS = TaskWeights(
                        config_from_weights),
     ),
     config_from_timm=config_from_timm,
+    to_transformers=to_transformers,
 )
 
 # The published checkpoints (the model zoo: short names from_pretrained accepts); the numbers are the authors'.

@@ -112,6 +112,18 @@ class TaskModel(nn.Module):
         deformable attention's ``sampler``; ignored by models without one)."""
         return self
 
+    def save_pretrained(self, out_dir: str | os.PathLike, *, format: str = "transformers") -> os.PathLike:
+        """Write this model as a Hugging Face transformers model folder (``config.json`` with ``id2label``,
+        ``model.safetensors``, ``preprocessor_config.json``, a model card), checked against this model before it
+        is renamed into place (``tasks.common.to_transformers``); what ``tools/export.py CKPT DIR --to
+        transformers`` writes. A model no transformers class expresses is a ValueError saying so."""
+        if format != "transformers":
+            raise ValueError(f"save_pretrained: format must be 'transformers' (our checkpoints are written by "
+                             f"tools/train.py), got {format!r}")
+        from .to_transformers import save_transformers
+
+        return save_transformers(self, out_dir)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

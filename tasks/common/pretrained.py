@@ -47,6 +47,7 @@ class TaskWeights:
     unused: tuple[str, ...] = ()
     finish: Callable[[dict, dict, torch.nn.Module], None] | None = None
     config_from_timm: Callable[[Mapping, Path], dict] | None = None
+    to_transformers: Callable[[torch.nn.Module], object] | None = None
 
 
 def read_json(path: Path) -> dict:

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Mapping
 
 from backbones.pvt_v2_arch import mit_from_hf_config, mit_from_state_dict
+from backbones.to_transformers import hf_encoder
 from backbones.weights import RenameRules
 from tasks.common.pretrained import OriginalFormat, TaskWeights
+from tasks.common.to_transformers import HFModel
 from tasks.common.zoo import PublishedModel
 
 # Hugging Face (decoder.stages, head.head), original GLPDepth (bot_conv, skip_conv{1,2}, fusion{k}.conv{1,2,3},
@@ -24,6 +26,8 @@ HEAD_RULES = RenameRules([
     (r"^(?:.*\.)?decoder\.fusion(\d)\.conv(\d)\.", r"head.stages.\1.fusion.convolutional_layer\2."),
     (r"^(?:.*\.)?last_layer_depth\.", "head.depth."),
 ])
+
+TO_HF_RULES = RenameRules([(r"^head\.stages\.", "decoder.stages."), (r"^head\.depth\.", "head.head.")])  # the way back
 
 
 def config_from_hf(cfg: Mapping, source) -> dict:
@@ -50,6 +54,20 @@ def config_from_glpdepth(state_dict: Mapping, meta) -> dict:
                 backbone_args=backbone_args)
 
 
+def to_transformers(model) -> HFModel:
+    """A GLPN as transformers' ``GLPNForDepthEstimation`` (MiT or PVTv2 encoder without linear attention)."""
+    encoder = hf_encoder(model.backbone, "segformer")
+    state = {f"glpn.{k}": v for k, v in encoder.state_dict.items()}
+    state.update({TO_HF_RULES(k): v for k, v in model.state_dict().items() if k.startswith("head.")})
+    max_depth = model.config["max_depth"]
+    if max_depth != int(max_depth):  # transformers 5.x types GLPNConfig.max_depth as an int
+        raise ValueError(f"max_depth={max_depth} m: transformers' GLPNConfig holds a whole number of metres only")
+    config = {"model_type": "glpn", "architectures": ["GLPNForDepthEstimation"], **encoder.config,
+              "max_depth": int(max_depth), "decoder_hidden_size": model.config["decoder_dim"],
+              "head_in_index": -1}
+    return HFModel(config, state, "depth-estimation", "glpn", encoder.notes)
+
+
 WEIGHTS = TaskWeights(
     task="depth",
     hf_model_types=("glpn",),
@@ -63,6 +81,7 @@ WEIGHTS = TaskWeights(
             config_from_glpdepth,
         ),
     ),
+    to_transformers=to_transformers,
 )
 
 # The published checkpoints (the model zoo: short names from_pretrained accepts); the numbers are the paper's.

@@ -14,8 +14,10 @@ from typing import Mapping
 import torch
 
 from backbones.pvt_v2_arch import pvt_v2_from_hf_config
+from backbones.to_transformers import hf_encoder, rename
 from backbones.weights import RenameRules
 from tasks.common.pretrained import TaskWeights, class_names_from_hf, hf_num_labels
+from tasks.common.to_transformers import HFModel
 from tasks.common.zoo import PublishedModel
 
 # The published checkpoints' backbone: torchvision ResNet-50, frozen BN, stem and layer1 not trained.
@@ -36,6 +38,21 @@ HEAD_RULES = RenameRules([
     (rf"^model\.(encoder|decoder){_L}(?:mlp\.)?fc2\.", r"head.\1.layers.\2.ffn.linear2."),
     (rf"^model\.(encoder|decoder){_L}final_layer_norm\.", r"head.\1.layers.\2.ffn.norm."),
     (r"^(?:model\.decoder\.)?(class_embed|bbox_embed)\.(\d+)\.", r"head.\1.\2."),
+])
+# The way back (to_transformers): ours -> the names transformers 4.x reads and 5.x writes; the decoder's packed
+# ``in_proj`` is split into q/k/v first, the class/box heads are placed by ``_hf_heads``.
+TO_HF_RULES = RenameRules([
+    (r"^head\.(input_proj|level_embed|reference_points|enc_output|enc_output_norm|pos_trans|pos_trans_norm)\b",
+     r"model.\1"),
+    (r"^head\.query_embed\.", "model.query_position_embeddings."),
+    (rf"^head\.decoder{_L}self_attn\.in_proj_([qkv])_(weight|bias)$", r"model.decoder.layers.\1.self_attn.\2_proj.\3"),
+    (rf"^head\.decoder{_L}cross_attn_norm\.", r"model.decoder.layers.\1.encoder_attn_layer_norm."),
+    (rf"^head\.decoder{_L}cross_attn\.", r"model.decoder.layers.\1.encoder_attn."),
+    (rf"^head\.(encoder|decoder){_L}self_attn_norm\.", r"model.\1.layers.\2.self_attn_layer_norm."),
+    (rf"^head\.(encoder|decoder){_L}self_attn\.", r"model.\1.layers.\2.self_attn."),
+    (rf"^head\.(encoder|decoder){_L}ffn\.linear1\.", r"model.\1.layers.\2.fc1."),
+    (rf"^head\.(encoder|decoder){_L}ffn\.linear2\.", r"model.\1.layers.\2.fc2."),
+    (rf"^head\.(encoder|decoder){_L}ffn\.norm\.", r"model.\1.layers.\2.final_layer_norm."),
 ])
 _QKV = re.compile(r"^head\.decoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$")
 _HEADS = re.compile(r"^head\.(class_embed|bbox_embed)\.(\d+)\.(.*)$")
@@ -159,6 +176,53 @@ def _fit_heads(out: dict, origin: dict, num_heads: int) -> None:
                 origin[f"head.class_embed.{index}.{rest}"] = f"{origin[key]} (tied)"
 
 
+def to_transformers(model) -> HFModel:
+    """A Deformable-DETR as transformers' ``DeformableDetrForObjectDetection`` with its backbone as a
+    ``backbone_config``: ``ResNetConfig`` (ResNet-50, not dilated) or ``PvtV2Config`` (any PVTv2/MiT)."""
+    cfg = model.config
+    kind = "resnet" if cfg["backbone"] == "resnet50" else "pvt_v2"
+    encoder = hf_encoder(model.backbone, kind)
+    backbone = {"model_type": kind, **encoder.config, "out_features": list(cfg["backbone_stages"])}
+    state = {f"model.backbone.conv_encoder.model.{k}": v for k, v in encoder.state_dict.items()}
+    head = {}
+    for key, value in model.state_dict().items():
+        if key.endswith(("self_attn.in_proj_weight", "self_attn.in_proj_bias")):
+            for part, chunk in zip("qkv", value.chunk(3, dim=0)):
+                head[key.replace("in_proj_", f"in_proj_{part}_")] = chunk
+        elif key.startswith("head.") and not key.startswith(("head.class_embed.", "head.bbox_embed.")):
+            head[key] = value
+    state.update(rename(head, TO_HF_RULES))
+    state.update(_hf_heads(model))
+    config = {
+        "model_type": "deformable_detr", "architectures": ["DeformableDetrForObjectDetection"],
+        "backbone_config": backbone, "backbone": None, "use_timm_backbone": False, "use_pretrained_backbone": False,
+        "d_model": cfg["hidden_dim"], "encoder_layers": cfg["enc_layers"], "decoder_layers": cfg["dec_layers"],
+        "encoder_attention_heads": cfg["nheads"], "decoder_attention_heads": cfg["nheads"],
+        "encoder_ffn_dim": cfg["dim_feedforward"], "decoder_ffn_dim": cfg["dim_feedforward"],
+        "encoder_n_points": cfg["n_points"], "decoder_n_points": cfg["n_points"], "dropout": cfg["dropout"],
+        "num_feature_levels": cfg["num_feature_levels"], "num_queries": cfg["num_queries"],
+        "two_stage_num_proposals": cfg["num_queries"], "with_box_refine": cfg["with_box_refine"],
+        "two_stage": cfg["two_stage"], "activation_function": "relu", "position_embedding_type": "sine",
+    }
+    return HFModel(config, state, "object-detection", "detr", encoder.notes)
+
+
+def _hf_heads(model) -> dict:
+    """The class and box heads where transformers keeps them: one per prediction (the decoder layers, plus the
+    encoder's proposals in two-stage), copies of our one head without box refinement; under ``model.decoder.``
+    where the decoder uses them (boxes with refinement; classes too in two-stage)."""
+    cfg, head = model.config, model.head
+    count = cfg["dec_layers"] + cfg["two_stage"]
+    out = {}
+    for kind, modules in (("class_embed", head.class_embed), ("bbox_embed", head.bbox_embed)):
+        inside = cfg["two_stage"] or (kind == "bbox_embed" and cfg["with_box_refine"])
+        prefix = f"model.decoder.{kind}" if inside else kind
+        for i in range(count):
+            source = modules[i if len(modules) > 1 else 0]
+            out.update({f"{prefix}.{i}.{k}": v.detach().clone() for k, v in source.state_dict().items()})
+    return out
+
+
 WEIGHTS = TaskWeights(
     task="detection",
     hf_model_types=("deformable_detr",),
@@ -166,6 +230,7 @@ WEIGHTS = TaskWeights(
     config_from_hf=config_from_hf,
     head_rules=HEAD_RULES,
     finish=finish,
+    to_transformers=to_transformers,
 )
 
 # The published checkpoints (the model zoo: short names from_pretrained accepts); the numbers are the authors'.

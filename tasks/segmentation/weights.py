@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Mapping
 
 from backbones.pvt_v2_arch import mit_from_hf_config, mit_from_state_dict
+from backbones.to_transformers import hf_encoder
 from backbones.weights import RenameRules
 from tasks.common.pretrained import OriginalFormat, TaskWeights, class_names_from_hf, hf_num_labels
+from tasks.common.to_transformers import HFModel
 from tasks.common.zoo import PublishedModel
 
 # HF 4.x (also what transformers 5.x writes), HF 5.x in memory (linear_projections), original mmseg
@@ -23,6 +25,14 @@ HEAD_RULES = RenameRules([
     (r"^decode_head\.linear_fuse\.", "head.linear_fuse."),
     (r"^decode_head\.batch_norm\.", "head.bn."),
     (r"^decode_head\.(?:classifier|linear_pred)\.", "head.classifier."),
+])
+
+# The way back (to_transformers): ours -> the names transformers 4.x reads and 5.x writes.
+TO_HF_RULES = RenameRules([
+    (r"^head\.linear_c\.(\d+)\.", r"decode_head.linear_c.\1.proj."),
+    (r"^head\.linear_fuse\.", "decode_head.linear_fuse."),
+    (r"^head\.bn\.", "decode_head.batch_norm."),
+    (r"^head\.classifier\.", "decode_head.classifier."),
 ])
 
 
@@ -55,6 +65,18 @@ def config_from_mmseg(state_dict: Mapping, meta) -> dict:
     )
 
 
+def to_transformers(model) -> HFModel:
+    """A SegFormer as transformers' ``SegformerForSemanticSegmentation``: any MiT or PVTv2 encoder without linear
+    attention (the MLP ratios are config fields; the LayerNorm eps is transformers' own, see the notes)."""
+    encoder = hf_encoder(model.backbone, "segformer")
+    state = {f"segformer.{k}": v for k, v in encoder.state_dict.items()}
+    state.update({TO_HF_RULES(k): v for k, v in model.state_dict().items() if k.startswith("head.")})
+    config = {"model_type": "segformer", "architectures": ["SegformerForSemanticSegmentation"], **encoder.config,
+              "decoder_hidden_size": model.config["decoder_dim"], "classifier_dropout_prob": model.config["dropout"],
+              "semantic_loss_ignore_index": 255}
+    return HFModel(config, state, "image-segmentation", "segformer", encoder.notes)
+
+
 WEIGHTS = TaskWeights(
     task="segmentation",
     hf_model_types=("segformer",),
@@ -69,6 +91,7 @@ WEIGHTS = TaskWeights(
         ),
     ),
     unused=("decode_head.conv_seg.",),  # mmseg BaseDecodeHead's classifier, never run by SegFormer
+    to_transformers=to_transformers,
 )
 
 # The published checkpoints (the model zoo: short names from_pretrained accepts). Hugging Face's conversions of the
