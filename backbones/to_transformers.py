@@ -1,4 +1,4 @@
-"""Our backbones in Hugging Face transformers' terms: the reverse of ``pvt_v2_weights`` / ``resnet`` conversion.
+"""Our backbones in Hugging Face transformers' terms: the reverse of ``pvt_v2_keys`` / ``resnet`` conversion.
 
 ``hf_encoder(backbone, target)`` returns the ``config.json`` fields and the state dict (transformers' key names,
 the ones every 4.x and 5.x release reads and 5.x writes) of one encoder:
