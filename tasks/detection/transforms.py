@@ -180,7 +180,7 @@ def train_pipeline(scales: Sequence[int] = DETR_SCALES, max_size: int = 1333,
     small ``scales``, ``crop_resize`` and ``crop_size``."""
     scales = tuple(scales)
     return Compose([
-        RandomHorizontalFlip(),
+        RandomHorizontalFlip(keys={"boxes": "xyxy"}),
         RandomSelect(
             RandomResize(scales, max_size=max_size),
             Compose([RandomResize(tuple(crop_resize)), RandomSizeCrop(*crop_size), RandomResize(scales, max_size=max_size)]),

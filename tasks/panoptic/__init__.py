@@ -32,5 +32,4 @@ register_task(TaskSpec(
     releases=(Release(CocoPanopticData, COCO_PANOPTIC_NAME, COCO_PANOPTIC_COUNTS, COCO_PANOPTIC_CONTENTS,
                       _official_coco, COCO_PANOPTIC_THINGS + COCO_PANOPTIC_STUFF),),
     summarize=summarize_samples,
-    flip_keys={"mask": "hw"},  # the target-index map of transforms.SegmentTargets
 ))

@@ -145,7 +145,7 @@ def train_pipeline(scales: Sequence[int] = DETR_SCALES, max_size: int = 1333,
     scales = tuple(scales)
     return Compose([
         SegmentTargets(),
-        RandomHorizontalFlip(),
+        RandomHorizontalFlip(keys={"mask": "hw"}),
         RandomSelect(
             RandomResize(scales, max_size=max_size),
             Compose([RandomResize(tuple(crop_resize), crop_resize_max), RandomSizeCrop(*crop_size),

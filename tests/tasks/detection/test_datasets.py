@@ -35,10 +35,10 @@ def assert_boxes_follow_pixels(sample, tolerance):
 
 def test_flip_hand_case():
     sample = drawn_sample()
-    sample = T.RandomHorizontalFlip(prob=1.0)(sample)
+    sample = T.RandomHorizontalFlip(prob=1.0, keys={"boxes": "xyxy"})(sample)
     assert sample["boxes"].tolist() == [[60, 5, 80, 25], [5, 30, 40, 55]]  # W = 90: x -> 90 - x
     assert_boxes_follow_pixels(sample, 0)
-    untouched = T.RandomHorizontalFlip(prob=0.0)(drawn_sample())
+    untouched = T.RandomHorizontalFlip(prob=0.0, keys={"boxes": "xyxy"})(drawn_sample())
     assert untouched["boxes"].tolist() == drawn_sample()["boxes"].tolist()
 
 
