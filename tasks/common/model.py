@@ -4,14 +4,21 @@ and class names, the checks at its boundary, and the one ``from_pretrained`` pip
 A task model subclasses ``TaskModel``, builds its head on ``self.in_channels`` and ends ``__init__`` with
 ``self._set_config(...)`` (its own architecture arguments); it names its ``TaskWeights`` table (its
 ``weights.py``) and its default ``Preprocessing``, and implements ``forward`` and ``predict``.
+
+The predict contract is declared here once: every subclass's ``predict`` runs in eval mode, under
+``torch.inference_mode``, and leaves the model's training flag as it found it (``predicting``), whatever mode the
+model was left in; so does the same ``predict`` run on an exported network standing in for the model
+(``tasks.common.export``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import inspect
 import logging
 import os
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +31,32 @@ from .pretrained import TaskWeights, check_names, convert, load_model_weights, l
 
 _log = logging.getLogger(__name__)
 _RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
+
+
+@contextlib.contextmanager
+def predicting(model: nn.Module) -> Iterator[nn.Module]:
+    """The predict contract: ``model`` in eval mode (no dropout, drop-path, batch statistics) and no gradients
+    (``torch.inference_mode``) inside the block; its training flag restored after it, even on an error."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def _under_contract(predict: Callable) -> Callable:
+    if getattr(predict, "under_predict_contract", False):
+        return predict
+
+    @functools.wraps(predict)
+    def contract(self, *args, **kwargs):
+        with predicting(self):
+            return predict(self, *args, **kwargs)
+
+    contract.under_predict_contract = True
+    return contract
 
 
 class TaskModel(nn.Module):
@@ -43,6 +76,12 @@ class TaskModel(nn.Module):
     # Fields of the config's model section that are not constructor arguments, read elsewhere: ``weights`` (the
     # whole model's initial checkpoint) and whatever the task reads itself (e.g. loss coefficients).
     options_not_passed: ClassVar[tuple[str, ...]] = ("weights",)
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass's own ``predict`` is put under the predict contract (``predicting``)."""
+        super().__init_subclass__(**kwargs)
+        if "predict" in cls.__dict__:
+            cls.predict = _under_contract(cls.__dict__["predict"])
 
     def __init__(
         self,
@@ -99,7 +138,8 @@ class TaskModel(nn.Module):
         return {}
 
     def predict(self, image: np.ndarray, **options):
-        """The prediction for one ``image[H, W, 3]`` uint8 RGB, at the image's own size."""
+        """The prediction for one ``image[H, W, 3]`` uint8 RGB, at the image's own size; a subclass's ``predict``
+        runs under the predict contract (``predicting``: eval mode, no gradients, the training flag restored)."""
         raise NotImplementedError
 
     def export_forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:

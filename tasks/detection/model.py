@@ -178,13 +178,7 @@ class DeformableDETR(TaskModel):
         from .inference import post_process
 
         x = self.preprocessing(image).to(self.device)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                result = post_process(self(x), torch.tensor([image.shape[:2]], device=x.device))[0]
-        finally:
-            self.train(was_training)
+        result = post_process(self(x), torch.tensor([image.shape[:2]], device=x.device))[0]
         keep = result["scores"] >= threshold
         return {k: v[keep].cpu() for k, v in result.items()}
 

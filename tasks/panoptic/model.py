@@ -159,13 +159,7 @@ class PanopticSegFormer(TaskModel):
         network too): the merging settings come from the model's config."""
         x = self.preprocessing(image).to(self.device)
         config = getattr(self, "config", None) or self.info["config"]
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                outputs = self(x)
-        finally:
-            self.train(was_training)
+        outputs = self(x)
         size = tuple(x.shape[-2:])
         things = config["num_things_classes"]
         category_ids = config.get("category_ids") or tuple(range(1, things + config["num_stuff_classes"] + 1))
