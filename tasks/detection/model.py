@@ -108,7 +108,7 @@ class DeformableDETR(TaskModel):
         self._set_config(**arch, backbone_stages=tuple(self.backbone.out_features))
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> dict:
-        sizes = _image_sizes(pixel_values, pixel_mask)
+        sizes = image_sizes(pixel_values, pixel_mask, type(self).__name__)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, size in enumerate(sizes):
             groups.setdefault(size, []).append(i)
@@ -161,12 +161,8 @@ class DeformableDETR(TaskModel):
         """One backbone call on the padded batch, as DETR and Hugging Face train: the padding mask is resized
         to each level (nearest). Multi-scale training gives every image its own size, so the exact path
         would cost one batch-1 backbone call per image; padding changes features only near the padding."""
-        valid = torch.zeros(pixel_values.shape[0], *pixel_values.shape[-2:], device=pixel_values.device)
-        for i, (h, w) in enumerate(sizes):
-            valid[i, :h, :w] = 1
         sources = self._project(pixel_values)
-        masks = [F.interpolate(valid[None], size=s.shape[-2:])[0] == 0 for s in sources]
-        return self.head(sources, masks)
+        return self.head(sources, padding_masks(sizes, pixel_values, sources))
 
     def _project(self, images: torch.Tensor) -> list[torch.Tensor]:
         features = self.backbone(images)
@@ -183,20 +179,31 @@ class DeformableDETR(TaskModel):
         return {k: v[keep].cpu() for k, v in result.items()}
 
 
-def _image_sizes(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) -> list[tuple[int, int]]:
-    """Each image's real (h, w), checking that the real pixels are its top-left rectangle."""
+def image_sizes(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None, who: str) -> list[tuple[int, int]]:
+    """Each image's real (h, w), checking that the real pixels are its top-left rectangle; an error begins with
+    ``who``, the model whose input it is."""
     if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4 or pixel_values.shape[0] == 0:
         got = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
-        raise ValueError(f"DeformableDETR: pixel_values must be a Tensor[B, C, H, W] with B >= 1, got {got}")
+        raise ValueError(f"{who}: pixel_values must be a Tensor[B, C, H, W] with B >= 1, got {got}")
     B, _, H, W = pixel_values.shape
     if pixel_mask is None:
         return [(H, W)] * B
     if tuple(pixel_mask.shape) != (B, H, W):
-        raise ValueError(f"DeformableDETR: pixel_mask must be [B, H, W] = {(B, H, W)}, got {tuple(pixel_mask.shape)}")
+        raise ValueError(f"{who}: pixel_mask must be [B, H, W] = {(B, H, W)}, got {tuple(pixel_mask.shape)}")
     real = pixel_mask.bool()
     h, w = real.any(2).sum(1), real.any(1).sum(1)
     rows = torch.arange(H, device=real.device)[None, :, None] < h[:, None, None]
     cols = torch.arange(W, device=real.device)[None, None, :] < w[:, None, None]
     if not torch.equal(rows & cols, real) or bool((h == 0).any()):
-        raise ValueError("DeformableDETR: each pixel_mask must be 1 on a non-empty top-left rectangle, 0 elsewhere")
+        raise ValueError(f"{who}: each pixel_mask must be 1 on a non-empty top-left rectangle, 0 elsewhere")
     return list(zip(h.tolist(), w.tolist()))
+
+
+def padding_masks(sizes: Sequence[tuple[int, int]], pixel_values: torch.Tensor,
+                  sources: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The padding (True) of each map in ``sources`` for a padded batch ``pixel_values[B, 3, H, W]`` whose images
+    are ``sizes`` (their real (h, w)): each image's real region resized (nearest) to the map's size."""
+    valid = torch.zeros(pixel_values.shape[0], *pixel_values.shape[-2:], device=pixel_values.device)
+    for i, (h, w) in enumerate(sizes):
+        valid[i, :h, :w] = 1
+    return [F.interpolate(valid[None], size=s.shape[-2:])[0] == 0 for s in sources]

@@ -18,14 +18,13 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from heads.deformable_detr.ms_deform_attn import MSDeformAttn, set_sampler
 from heads.panoptic_segformer import PanopticSegFormerHead
 from tasks.common.model import TaskModel
 from tasks.common.preprocess import Preprocessing
 from tasks.common.pretrained import check_names
-from tasks.detection.model import _image_sizes
+from tasks.detection.model import image_sizes, padding_masks
 
 from .inference import MergeOptions, post_process
 from .weights import RESNET50_ARGS, WEIGHTS
@@ -119,13 +118,9 @@ class PanopticSegFormer(TaskModel):
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None,
                 select: Callable | None = None) -> dict:
-        sizes = _image_sizes(pixel_values, pixel_mask)
+        sizes = image_sizes(pixel_values, pixel_mask, type(self).__name__)
         sources = self.head.project(self.features(pixel_values))
-        valid = torch.zeros(pixel_values.shape[0], *pixel_values.shape[-2:], device=pixel_values.device)
-        for i, (h, w) in enumerate(sizes):
-            valid[i, :h, :w] = 1
-        masks = [F.interpolate(valid[None], size=s.shape[-2:])[0] == 0 for s in sources]
-        return self.head(sources, masks, select)
+        return self.head(sources, padding_masks(sizes, pixel_values, sources), select)
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Module]]:
         """The recipe's x0.1 groups: the deformable attention's sampling offsets and the reference points."""
