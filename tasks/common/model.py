@@ -76,6 +76,10 @@ class TaskModel(nn.Module):
     # Fields of the config's model section that are not constructor arguments, read elsewhere: ``weights`` (the
     # whole model's initial checkpoint) and whatever the task reads itself (e.g. loss coefficients).
     options_not_passed: ClassVar[tuple[str, ...]] = ("weights",)
+    # The dataclass of the head's hyper-parameters (as backbones.PVTv2Config is the backbone's), where the
+    # constructor takes its fields as keyword arguments (``**head``, checked by ``head_options``): the config
+    # section extends it and the checkpoint's config stores its fields, so each is declared once.
+    head_config: ClassVar[type | None] = None
 
     def __init_subclass__(cls, **kwargs):
         """A subclass's own ``predict`` is put under the predict contract (``predicting``)."""
@@ -157,13 +161,32 @@ class TaskModel(nn.Module):
         return next(self.parameters()).device
 
     @classmethod
+    def arguments(cls) -> list[str]:
+        """The constructor's argument names, the ``head_config`` fields it takes as keywords included."""
+        params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                  if n != "self" and p.kind is not p.VAR_KEYWORD]
+        head = [f.name for f in dataclasses.fields(cls.head_config)] if cls.head_config is not None else []
+        return params + [n for n in head if n not in params]
+
+    @classmethod
+    def head_options(cls, **values: Any):
+        """``values`` as a ``head_config`` (its defaults for the rest); a name that is not one of its fields is a
+        TypeError naming the model and the valid ones."""
+        known = [f.name for f in dataclasses.fields(cls.head_config)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown argument(s) {', '.join(map(repr, unknown))}; its head's "
+                            f"hyper-parameters ({cls.head_config.__name__}) are {', '.join(known)}")
+        return cls.head_config(**values)
+
+    @classmethod
     def check_options(cls, options, set_by_task: Sequence[str] = ()) -> list[str]:
         """The constructor arguments a config's model section (a dataclass) may set; a field that is neither one
         of them nor in ``options_not_passed`` (a misspelt or stale name) is a ValueError naming it and the valid
         ones. ``set_by_task``: arguments the task passes itself (e.g. ``class_names``)."""
         if not dataclasses.is_dataclass(options):
             raise TypeError(f"the model section must be a dataclass, got {type(options).__name__}")
-        params = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", *set_by_task)]
+        params = [n for n in cls.arguments() if n not in set_by_task]
         unknown = [f.name for f in dataclasses.fields(options) if f.name not in params and f.name not in cls.options_not_passed]
         if unknown:
             valid = ", ".join(sorted({*params, *cls.options_not_passed}))
@@ -206,8 +229,7 @@ class TaskModel(nn.Module):
         if backbone_args is not None and not isinstance(backbone_args, Mapping):
             raise TypeError(f"{cls.__name__}.from_pretrained: backbone_args must be a dict of build_backbone overrides, "
                             f"got {backbone_args!r}")
-        params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
-                  if n not in ("self", "backbone_args", "backbone_weights") and p.kind is not p.VAR_KEYWORD]
+        params = [n for n in cls.arguments() if n not in ("backbone_args", "backbone_weights")]
         unknown = sorted(set(kwargs) - set(params))
         if unknown:
             raise TypeError(

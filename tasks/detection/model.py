@@ -13,7 +13,7 @@ What ``DeformableDETR.from_pretrained`` reads (ours, Hugging Face) is declared i
 from __future__ import annotations
 
 import copy
-import inspect
+import dataclasses
 import os
 from typing import Mapping, Sequence
 
@@ -22,17 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.deformable_detr import DeformableDETRHead
+from heads.deformable_detr import DeformableDETRConfig, DeformableDETRHead
 from heads.deformable_detr.ms_deform_attn import MSDeformAttn, set_sampler
 from tasks.common.model import TaskModel
 from tasks.common.preprocess import Preprocessing
 
 from .weights import RESNET50_ARGS, WEIGHTS
-
-# The architecture's hyper-parameters and their defaults are declared once, by the head.
-HEAD_DEFAULTS = {name: p.default for name, p in inspect.signature(DeformableDETRHead).parameters.items()
-                 if p.default is not inspect.Parameter.empty}
-
 
 class DeformableDETR(TaskModel):
     """``forward(pixel_values[B, 3, H, W], pixel_mask[B, H, W] | None) -> dict``:
@@ -47,14 +42,18 @@ class DeformableDETR(TaskModel):
     ``pixel_mask`` is 1 on real pixels; each image's real pixels must be its top-left rectangle (bottom/right
     padding). In evaluation, results for an image do not depend on the rest of the batch (see the module
     docstring); training runs a padded batch through one backbone call (``batch_invariant_training``).
-    ``backbone_stages`` are the backbone maps the transformer reads (default stage2-4, or stage4 when
-    ``num_feature_levels`` is 1, i.e. single-scale); levels beyond them come from stride-2 convs.
+    ``**head`` are the head's hyper-parameters, the fields of ``DeformableDETRConfig`` (``num_queries``,
+    ``hidden_dim``, ``with_box_refine``, ...; its defaults for the rest): declared there once, stored flat in
+    ``model.config`` (our checkpoints). ``backbone_stages`` are the backbone maps the transformer reads (default
+    stage2-4, or stage4 when ``num_feature_levels`` is 1, i.e. single-scale); levels beyond them come from
+    stride-2 convs.
     ``backbone_args`` None means frozen BN with the stem and stage1 frozen for ``resnet50``.
     ``class_names``: one per class index (COCO's 91 raw ids: "N/A" or "" where an id has no category).
     """
 
     task = "detection"
     weights_spec = WEIGHTS
+    head_config = DeformableDETRConfig
     default_preprocessing = Preprocessing(resize="short_side", size=(800, 1333))  # DETR's evaluation size
     default_backbone_args = {"resnet50": RESNET50_ARGS}
     # Training runs a padded batch through one backbone call unless this is set True (on the class or
@@ -67,44 +66,28 @@ class DeformableDETR(TaskModel):
     def __init__(
         self,
         backbone: str = "resnet50",
-        num_classes: int = HEAD_DEFAULTS["num_classes"],
+        num_classes: int = DeformableDETRConfig.num_classes,
         *,
-        num_queries: int = HEAD_DEFAULTS["num_queries"],
-        num_feature_levels: int = HEAD_DEFAULTS["num_feature_levels"],
-        hidden_dim: int = HEAD_DEFAULTS["hidden_dim"],
-        nheads: int = HEAD_DEFAULTS["nheads"],
-        enc_layers: int = HEAD_DEFAULTS["enc_layers"],
-        dec_layers: int = HEAD_DEFAULTS["dec_layers"],
-        dim_feedforward: int = HEAD_DEFAULTS["dim_feedforward"],
-        dropout: float = HEAD_DEFAULTS["dropout"],
-        n_points: int = HEAD_DEFAULTS["n_points"],
-        with_box_refine: bool = HEAD_DEFAULTS["with_box_refine"],
-        two_stage: bool = HEAD_DEFAULTS["two_stage"],
         backbone_stages: Sequence[str] | None = None,
         backbone_args: Mapping | None = None,
         backbone_weights: str | os.PathLike | None = None,
         class_names: Sequence[str] | None = None,
         preprocessing: Preprocessing | Mapping | None = None,
+        **head,
     ):
-        if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 1:
-            raise ValueError(f"DeformableDETR: num_queries must be a positive int, got {num_queries!r}")
-        if num_feature_levels != 1 and num_feature_levels < 3:
-            raise ValueError(
-                f"DeformableDETR: num_feature_levels must be 1 or >= 3 (stage2-4 + extra), got {num_feature_levels}"
-            )
+        config = self.head_options(num_classes=num_classes, **head)
+        levels = config.num_feature_levels
+        if levels != 1 and levels < 3:
+            raise ValueError(f"DeformableDETR: num_feature_levels must be 1 or >= 3 (stage2-4 + extra), got {levels}")
         if backbone_stages is None:
-            backbone_stages = ("stage4",) if num_feature_levels == 1 else ("stage2", "stage3", "stage4")
+            backbone_stages = ("stage4",) if levels == 1 else ("stage2", "stage3", "stage4")
         super().__init__(
             backbone, out_features=tuple(backbone_stages), backbone_args=backbone_args,
             backbone_weights=backbone_weights, num_classes=num_classes, class_names=class_names,
             preprocessing=preprocessing,
         )
-        arch = dict(
-            num_queries=num_queries, num_feature_levels=num_feature_levels, hidden_dim=hidden_dim, nheads=nheads,
-            enc_layers=enc_layers, dec_layers=dec_layers, dim_feedforward=dim_feedforward, dropout=dropout,
-            n_points=n_points, with_box_refine=with_box_refine, two_stage=two_stage,
-        )
-        self.head = DeformableDETRHead(self.in_channels, num_classes=num_classes, **arch)
+        self.head = DeformableDETRHead(self.in_channels, config)
+        arch = {k: v for k, v in dataclasses.asdict(config).items() if k != "num_classes"}  # _set_config adds it
         self._set_config(**arch, backbone_stages=tuple(self.backbone.out_features))
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> dict:
