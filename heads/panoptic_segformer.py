@@ -8,15 +8,53 @@ dice, thresholded at 0.5), never sigmoided. Padding masks are True on padding.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .deformable_detr import DeformableDETRHead
+from .deformable_detr import DeformableDETRConfig, DeformableDETRHead, check_architecture
 
 MASK_LEVELS = 3  # the mask decoder reads the stride 8, 16 and 32 levels; the stride-64 tokens are dropped
+
+
+@dataclass
+class PanopticSegFormerConfig:
+    """Panoptic SegFormer's hyper-parameters, declared once (as ``backbones.PVTv2Config`` is for the backbone):
+    the head is built from it; ``tasks.panoptic.PanopticSegFormer`` takes its fields as keyword arguments and
+    stores them in its checkpoint's config; the config section (``tasks.panoptic.presets.PanopticSegFormerModel``)
+    extends it. A new hyper-parameter is a field here, read by the head.
+
+    The location decoder is Deformable DETR's with 4 levels, box refinement and one stage (``detr()``); the thing
+    mask decoder has ``thing_mask_layers`` layers, the stuff one ``stuff_mask_layers``. Not frozen: the config
+    section that extends it is edited by ``--cfg-options``.
+    """
+
+    num_things_classes: int = 80
+    num_stuff_classes: int = 53
+    num_queries: int = 300
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 1024
+    dropout: float = 0.1
+    n_points: int = 4
+    thing_mask_layers: int = 4
+    stuff_mask_layers: int = 6
+
+    def __post_init__(self):
+        check_architecture(self, PanopticSegFormerConfig)
+
+    def detr(self) -> DeformableDETRConfig:
+        """The location decoder's configuration: thing classes only, 4 levels, box refinement."""
+        return DeformableDETRConfig(
+            num_classes=self.num_things_classes, num_queries=self.num_queries, num_feature_levels=4,
+            hidden_dim=self.hidden_dim, nheads=self.nheads, enc_layers=self.enc_layers, dec_layers=self.dec_layers,
+            dim_feedforward=self.dim_feedforward, dropout=self.dropout, n_points=self.n_points, with_box_refine=True,
+        )
 
 
 class MaskAttention(nn.Module):
@@ -123,7 +161,7 @@ class MaskDecoder(nn.Module):
 
 class PanopticSegFormerHead(nn.Module):
     """Everything of Panoptic SegFormer after the backbone: ``head(head.project(features), padding_masks,
-    select=None) -> dict``.
+    select=None) -> dict``; ``config`` is a ``PanopticSegFormerConfig`` (None: its defaults).
 
     ``detr`` is Deformable DETR's head (4 levels, box refinement, 2-d reference points, thing classes only);
     its outputs (``pred_logits[B, Q, T]``, ``pred_boxes[B, Q, 4]``, ``aux_outputs``) are passed through. Then:
@@ -140,33 +178,18 @@ class PanopticSegFormerHead(nn.Module):
     The thing decoder has no self-attention, so a query's mask does not depend on which others are decoded.
     """
 
-    def __init__(
-        self,
-        in_channels: Sequence[int],
-        *,
-        num_things_classes: int = 80,
-        num_stuff_classes: int = 53,
-        num_queries: int = 300,
-        hidden_dim: int = 256,
-        nheads: int = 8,
-        enc_layers: int = 6,
-        dec_layers: int = 6,
-        dim_feedforward: int = 1024,
-        dropout: float = 0.1,
-        n_points: int = 4,
-        thing_mask_layers: int = 4,
-        stuff_mask_layers: int = 6,
-    ):
+    def __init__(self, in_channels: Sequence[int], config: PanopticSegFormerConfig | None = None):
         super().__init__()
+        config = PanopticSegFormerConfig() if config is None else config
+        if not isinstance(config, PanopticSegFormerConfig):
+            raise TypeError(f"PanopticSegFormerHead: config must be a PanopticSegFormerConfig, got {type(config).__name__}")
         if len(in_channels) != 3:
             raise ValueError(f"PanopticSegFormerHead: expects 3 backbone maps (strides 8/16/32), got {len(in_channels)}")
+        self.config = config
+        hidden_dim, nheads, num_stuff_classes = config.hidden_dim, config.nheads, config.num_stuff_classes
+        thing_mask_layers, stuff_mask_layers = config.thing_mask_layers, config.stuff_mask_layers
         self.num_stuff_classes, self.hidden_dim = num_stuff_classes, hidden_dim
-        self.detr = DeformableDETRHead(
-            in_channels, num_classes=num_things_classes, num_queries=num_queries, num_feature_levels=4,
-            hidden_dim=hidden_dim, nheads=nheads, enc_layers=enc_layers, dec_layers=dec_layers,
-            dim_feedforward=dim_feedforward, dropout=dropout, n_points=n_points, with_box_refine=True,
-            input_proj_bias=False,
-        )
+        self.detr = DeformableDETRHead(in_channels, config.detr(), input_proj_bias=False)
         self.stuff_query = nn.Embedding(num_stuff_classes, 2 * hidden_dim)
         self.things_mask_head = MaskDecoder(hidden_dim, nheads, thing_mask_layers, self_attn=False)
         self.stuff_mask_head = MaskDecoder(hidden_dim, nheads, stuff_mask_layers, self_attn=True)

@@ -6,7 +6,9 @@ Padding masks are True on padding (the original's convention; Hugging Face's ``p
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -16,6 +18,51 @@ from torch import nn
 from ..precision import float32
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import PositionEmbeddingSine, box_sine_embedding
+
+
+@dataclass
+class DeformableDETRConfig:
+    """Deformable DETR's hyper-parameters, declared once (as ``backbones.PVTv2Config`` is for the backbone): the
+    head is built from it; ``tasks.detection.DeformableDETR`` takes its fields as keyword arguments and stores them
+    in its checkpoint's config; the config section (``tasks.detection.presets.DeformableDETRModel``) extends it.
+    A new hyper-parameter is a field here, read by the head.
+
+    ``num_classes``: sigmoid classes (COCO: the raw category ids, max id 90 + 1). ``num_feature_levels``: the
+    backbone maps read plus the stride-2 levels added after them. ``two_stage`` needs ``with_box_refine`` (as in
+    Hugging Face's config). Not frozen: the config section that extends it is edited by ``--cfg-options``.
+    """
+
+    num_classes: int = 91
+    num_queries: int = 300
+    num_feature_levels: int = 4
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 1024
+    dropout: float = 0.1
+    n_points: int = 4
+    with_box_refine: bool = False
+    two_stage: bool = False
+
+    def __post_init__(self):
+        check_architecture(self, DeformableDETRConfig)
+        if self.two_stage and not self.with_box_refine:
+            raise ValueError("two_stage=True needs with_box_refine=True (as in Hugging Face's config)")
+
+
+def check_architecture(config, fields_of: type) -> None:
+    """The ``fields_of`` fields of ``config`` (a head's hyper-parameters dataclass): int fields positive ints,
+    bool fields bools, ``dropout`` a probability; else a ValueError naming the field, the value and the rule."""
+    who = type(config).__name__
+    for f in dataclasses.fields(fields_of):
+        value = getattr(config, f.name)
+        if f.type in (bool, "bool") and not isinstance(value, bool):
+            raise ValueError(f"{who}: {f.name} must be True or False, got {value!r}")
+        if f.type in (int, "int") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{who}: {f.name} must be an int >= 1, got {value!r}")
+        if f.type in (float, "float") and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1):
+            raise ValueError(f"{who}: {f.name} must be a probability in [0, 1), got {value!r}")
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -181,36 +228,27 @@ class DeformableDETRHead(nn.Module):
 
     Everything in ``forward`` respects the masks exactly: padded tokens are zeroed as values and never
     selected as proposals, so an image's outputs do not depend on how far it is padded.
-    ``input_proj_bias=False`` drops the biases of the projection convs (mmdet's ``ChannelMapper``, which
-    Panoptic SegFormer uses: each conv is followed by GroupNorm).
+    ``config``: the hyper-parameters (``DeformableDETRConfig``; None: its defaults). ``input_proj_bias=False``
+    drops the biases of the projection convs (mmdet's ``ChannelMapper``, which Panoptic SegFormer uses: each conv
+    is followed by GroupNorm).
     Without box refinement one class/box head is shared by all decoder layers (the original repeats the
     same module); with it each layer has its own and the decoder receives them explicitly.
     """
 
     def __init__(
-        self,
-        in_channels: Sequence[int],
-        *,
-        num_classes: int = 91,
-        num_queries: int = 300,
-        num_feature_levels: int = 4,
-        hidden_dim: int = 256,
-        nheads: int = 8,
-        enc_layers: int = 6,
-        dec_layers: int = 6,
-        dim_feedforward: int = 1024,
-        dropout: float = 0.1,
-        n_points: int = 4,
-        with_box_refine: bool = False,
-        two_stage: bool = False,
-        input_proj_bias: bool = True,
+        self, in_channels: Sequence[int], config: DeformableDETRConfig | None = None, *, input_proj_bias: bool = True
     ):
         super().__init__()
+        config = DeformableDETRConfig() if config is None else config
+        if not isinstance(config, DeformableDETRConfig):
+            raise TypeError(f"DeformableDETRHead: config must be a DeformableDETRConfig, got {type(config).__name__}")
+        self.config = config
+        num_classes, num_queries, num_feature_levels = config.num_classes, config.num_queries, config.num_feature_levels
+        hidden_dim, nheads, n_points, dropout = config.hidden_dim, config.nheads, config.n_points, config.dropout
+        with_box_refine, two_stage, dec_layers = config.with_box_refine, config.two_stage, config.dec_layers
         in_channels = list(in_channels)
         if num_feature_levels < len(in_channels):
             raise ValueError(f"num_feature_levels={num_feature_levels} < the {len(in_channels)} backbone maps given")
-        if two_stage and not with_box_refine:
-            raise ValueError("two_stage=True needs with_box_refine=True (as in Hugging Face's config)")
         self.num_queries, self.num_feature_levels = num_queries, num_feature_levels
         self.num_backbone_levels = len(in_channels)
         self.with_box_refine, self.two_stage = with_box_refine, two_stage
@@ -227,8 +265,8 @@ class DeformableDETRHead(nn.Module):
             c = hidden_dim
         self.position_embedding = PositionEmbeddingSine(hidden_dim // 2, offset=-0.5)
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, hidden_dim))
-        args = (hidden_dim, dim_feedforward, dropout, num_feature_levels, nheads, n_points)
-        self.encoder = DeformableEncoder(DeformableEncoderLayer(*args), enc_layers)
+        args = (hidden_dim, config.dim_feedforward, dropout, num_feature_levels, nheads, n_points)
+        self.encoder = DeformableEncoder(DeformableEncoderLayer(*args), config.enc_layers)
         self.decoder = DeformableDecoder(DeformableDecoderLayer(*args), dec_layers)
         if two_stage:
             self.enc_output = nn.Linear(hidden_dim, hidden_dim)

@@ -56,7 +56,6 @@ class ImageClassifier(TaskModel):
         (last,) = self.features(pixel_values)  # [B, C, h, w], already layer-normed by the stage
         return float32(self.head(self.head_drop(last.mean(dim=(2, 3)))))  # float32 under autocast too
 
-    @torch.inference_mode()
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities ``float32 [K]`` (softmax of the logits) for ``image[H, W, 3]`` uint8 RGB."""
         pixel_values = self.preprocessing(image).to(self.device)

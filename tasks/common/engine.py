@@ -37,6 +37,7 @@ from .distributed import (
     broadcast_buffers,
     init_distributed,
 )
+from .model import predicting
 from .logs import JsonlLog, LossMeter, TensorBoardLog, main_terms, plot_curves, scalar_metrics
 from .samples import BadSample, DataError, GuardedCollate, GuardedDataset, GuardedLoader
 from .runs import archive_run, check_new_run, claim_work_dir, resume_run
@@ -128,13 +129,8 @@ def evaluate(task, model: nn.Module, loader: DataLoader, device: torch.device, a
     """``task.evaluate`` in eval mode, without gradients, under ``amp_mode``'s autocast (``tasks.common.amp``:
     the model's convolutions and matrix products in bf16 / fp16, its outputs, post-processing and metrics in
     float32)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), amp.autocast(amp_mode, device):
-            return task.evaluate(model, loader, device)
-    finally:
-        model.train(was_training)
+    with predicting(model), amp.autocast(amp_mode, device):
+        return task.evaluate(model, loader, device)
 
 
 def _val_loader(task, cfg: Config, info: DistInfo) -> GuardedLoader:
@@ -381,11 +377,13 @@ def _last_good(run: _Run) -> str:
 
 
 def _pictures(pictures, model, dataset) -> list:
-    """A few validation predictions drawn for TensorBoard; a failure to draw them is reported, not fatal."""
+    """A few validation predictions drawn for TensorBoard, in eval mode; a failure to draw them is reported, not
+    fatal."""
     if pictures is None:
         return []
     try:
-        return pictures(model, dataset)
+        with predicting(model):
+            return pictures(model, dataset)
     except Exception as e:  # noqa: BLE001 - a picture must not end a run
         tqdm.write(f"warning: no prediction pictures for TensorBoard: {type(e).__name__}: {e}")
         return []

@@ -4,14 +4,21 @@ and class names, the checks at its boundary, and the one ``from_pretrained`` pip
 A task model subclasses ``TaskModel``, builds its head on ``self.in_channels`` and ends ``__init__`` with
 ``self._set_config(...)`` (its own architecture arguments); it names its ``TaskWeights`` table (its
 ``weights.py``) and its default ``Preprocessing``, and implements ``forward`` and ``predict``.
+
+The predict contract is declared here once: every subclass's ``predict`` runs in eval mode, under
+``torch.inference_mode``, and leaves the model's training flag as it found it (``predicting``), whatever mode the
+model was left in; so does the same ``predict`` run on an exported network standing in for the model
+(``tasks.common.export``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import inspect
 import logging
 import os
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +31,32 @@ from .pretrained import TaskWeights, check_names, convert, load_model_weights, l
 
 _log = logging.getLogger(__name__)
 _RESERVED_BACKBONE_ARGS = ("out_features", "out_indices", "weights")
+
+
+@contextlib.contextmanager
+def predicting(model: nn.Module) -> Iterator[nn.Module]:
+    """The predict contract: ``model`` in eval mode (no dropout, drop-path, batch statistics) and no gradients
+    (``torch.inference_mode``) inside the block; its training flag restored after it, even on an error."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def _under_contract(predict: Callable) -> Callable:
+    if getattr(predict, "under_predict_contract", False):
+        return predict
+
+    @functools.wraps(predict)
+    def contract(self, *args, **kwargs):
+        with predicting(self):
+            return predict(self, *args, **kwargs)
+
+    contract.under_predict_contract = True
+    return contract
 
 
 class TaskModel(nn.Module):
@@ -43,6 +76,16 @@ class TaskModel(nn.Module):
     # Fields of the config's model section that are not constructor arguments, read elsewhere: ``weights`` (the
     # whole model's initial checkpoint) and whatever the task reads itself (e.g. loss coefficients).
     options_not_passed: ClassVar[tuple[str, ...]] = ("weights",)
+    # The dataclass of the head's hyper-parameters (as backbones.PVTv2Config is the backbone's), where the
+    # constructor takes its fields as keyword arguments (``**head``, checked by ``head_options``): the config
+    # section extends it and the checkpoint's config stores its fields, so each is declared once.
+    head_config: ClassVar[type | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass's own ``predict`` is put under the predict contract (``predicting``)."""
+        super().__init_subclass__(**kwargs)
+        if "predict" in cls.__dict__:
+            cls.predict = _under_contract(cls.__dict__["predict"])
 
     def __init__(
         self,
@@ -99,7 +142,8 @@ class TaskModel(nn.Module):
         return {}
 
     def predict(self, image: np.ndarray, **options):
-        """The prediction for one ``image[H, W, 3]`` uint8 RGB, at the image's own size."""
+        """The prediction for one ``image[H, W, 3]`` uint8 RGB, at the image's own size; a subclass's ``predict``
+        runs under the predict contract (``predicting``: eval mode, no gradients, the training flag restored)."""
         raise NotImplementedError
 
     def export_forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -129,13 +173,32 @@ class TaskModel(nn.Module):
         return next(self.parameters()).device
 
     @classmethod
+    def arguments(cls) -> list[str]:
+        """The constructor's argument names, the ``head_config`` fields it takes as keywords included."""
+        params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                  if n != "self" and p.kind is not p.VAR_KEYWORD]
+        head = [f.name for f in dataclasses.fields(cls.head_config)] if cls.head_config is not None else []
+        return params + [n for n in head if n not in params]
+
+    @classmethod
+    def head_options(cls, **values: Any):
+        """``values`` as a ``head_config`` (its defaults for the rest); a name that is not one of its fields is a
+        TypeError naming the model and the valid ones."""
+        known = [f.name for f in dataclasses.fields(cls.head_config)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown argument(s) {', '.join(map(repr, unknown))}; its head's "
+                            f"hyper-parameters ({cls.head_config.__name__}) are {', '.join(known)}")
+        return cls.head_config(**values)
+
+    @classmethod
     def check_options(cls, options, set_by_task: Sequence[str] = ()) -> list[str]:
         """The constructor arguments a config's model section (a dataclass) may set; a field that is neither one
         of them nor in ``options_not_passed`` (a misspelt or stale name) is a ValueError naming it and the valid
         ones. ``set_by_task``: arguments the task passes itself (e.g. ``class_names``)."""
         if not dataclasses.is_dataclass(options):
             raise TypeError(f"the model section must be a dataclass, got {type(options).__name__}")
-        params = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", *set_by_task)]
+        params = [n for n in cls.arguments() if n not in set_by_task]
         unknown = [f.name for f in dataclasses.fields(options) if f.name not in params and f.name not in cls.options_not_passed]
         if unknown:
             valid = ", ".join(sorted({*params, *cls.options_not_passed}))
@@ -178,8 +241,7 @@ class TaskModel(nn.Module):
         if backbone_args is not None and not isinstance(backbone_args, Mapping):
             raise TypeError(f"{cls.__name__}.from_pretrained: backbone_args must be a dict of build_backbone overrides, "
                             f"got {backbone_args!r}")
-        params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
-                  if n not in ("self", "backbone_args", "backbone_weights") and p.kind is not p.VAR_KEYWORD]
+        params = [n for n in cls.arguments() if n not in ("backbone_args", "backbone_weights")]
         unknown = sorted(set(kwargs) - set(params))
         if unknown:
             raise TypeError(

@@ -12,7 +12,6 @@ A task is one package under ``tasks/`` (or anywhere importable). Its ``__init__.
         releases=(Release(ADE20KData, "ADE20K (SceneParse150)", (20_210, 2_000), "..."),),  # check_data
         summarize=summarize_samples,              # check_data's per-split "sizes and targets" column
         published=PUBLISHED,                      # short name -> PublishedModel (the model zoo)
-        flip_keys={"mask": "hw"},                 # sample keys mirrored with the image (RandomHorizontalFlip)
         predict_options=("flip",),                # tools/infer.py options passed to model.predict
     ))
 
@@ -22,7 +21,7 @@ by task names elsewhere, no ``if task == ...`` in shared code. A package outside
 files record the model's module (``meta["module"]``), and ``import_task`` imports it when one is loaded.
 
 Lookups: ``get_task_spec(name)``, ``list_tasks()``, ``task_specs()``, ``build_task(cfg)`` (the engine's task
-object for a config, after checking its model section), ``flip_rules()``, ``import_task(name, module)``.
+object for a config, after checking its model section), ``import_task(name, module)``.
 
 Fields (all but ``name``, ``task`` and ``model`` optional):
 
@@ -43,9 +42,6 @@ Fields (all but ``name``, ``task`` and ``model`` optional):
   the splits against each other and the config, one decoded sample), run by ``tools/check_data.py``; the
   layout ones also at training start-up.
 - ``published``: ``{short name: tasks.common.zoo.PublishedModel}``, names ``from_pretrained`` accepts.
-- ``flip_keys``: ``{sample key: rule}`` mirrored with the image by ``RandomHorizontalFlip``; rules are those of
-  ``tasks.common.transforms.FLIP_RULES`` (``"hw"``: an ``[H, W, ...]`` array; ``"nhw"``: ``[..., H, W]``;
-  ``"xyxy"``: ``[N, 4]`` boxes in pixels). Two tasks declaring one key with different rules is an error.
 - ``predict_options`` / ``picture_options``: the ``tools/infer.py`` options (``flip``, ``threshold``) this task
   passes to ``model.predict`` / to ``picture``; an option the task does not take is refused in one line.
 """
@@ -75,13 +71,10 @@ class TaskSpec:
     summarize: Callable[[list, Any], list[str]] | None = None
     checks: "DataChecks | None" = None
     published: Mapping[str, "PublishedModel"] = field(default_factory=dict)
-    flip_keys: Mapping[str, str] = field(default_factory=dict)
     predict_options: tuple[str, ...] = ()
     picture_options: tuple[str, ...] = ()
 
     def __post_init__(self):
-        from .transforms import FLIP_RULES
-
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"TaskSpec.name must be an identifier-like str, got {self.name!r}")
         for attr in ("task", "model"):
@@ -95,10 +88,6 @@ class TaskSpec:
         object.__setattr__(self, "export_outputs", tuple(self.export_outputs))
         object.__setattr__(self, "releases", tuple(self.releases))
         object.__setattr__(self, "published", MappingProxyType(dict(self.published)))
-        object.__setattr__(self, "flip_keys", MappingProxyType(dict(self.flip_keys)))
-        unknown = {k: r for k, r in self.flip_keys.items() if r not in FLIP_RULES}
-        if unknown:
-            raise ValueError(f"TaskSpec({self.name!r}).flip_keys: unknown rules {unknown}; known: {', '.join(FLIP_RULES)}")
 
     @property
     def data_options(self) -> tuple[type, ...]:
@@ -110,7 +99,7 @@ _SPECS: dict[str, TaskSpec] = {}
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
-    """Add ``spec`` to the registry; a duplicate name, short name or conflicting flip key is a ValueError."""
+    """Add ``spec`` to the registry; a duplicate name or short name is a ValueError."""
     if not isinstance(spec, TaskSpec):
         raise TypeError(f"register_task: expected a TaskSpec, got {type(spec).__name__}")
     if spec.name in _SPECS:
@@ -119,12 +108,6 @@ def register_task(spec: TaskSpec) -> TaskSpec:
         taken = sorted(set(spec.published) & set(other.published))
         if taken:
             raise ValueError(f"register_task({spec.name!r}): short names {', '.join(taken)} are {other.name}'s already")
-        for key, rule in spec.flip_keys.items():
-            if other.flip_keys.get(key, rule) != rule:
-                raise ValueError(
-                    f"register_task({spec.name!r}): flip key {key!r} is {rule!r} here but {other.flip_keys[key]!r} "
-                    f"in {other.name}"
-                )
     _SPECS[spec.name] = spec
     return spec
 
@@ -175,7 +158,3 @@ def import_task(name: str, module: object) -> bool:
         return False
     return name in _SPECS
 
-
-def flip_rules() -> dict[str, str]:
-    """``{sample key: flip rule}`` over every registered task (``RandomHorizontalFlip``)."""
-    return {key: rule for spec in _SPECS.values() for key, rule in spec.flip_keys.items()}

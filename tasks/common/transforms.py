@@ -8,12 +8,11 @@ augmentation depends only on its seed — the same in a resumed run, whatever th
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
-
-from .registry import flip_rules
 
 
 def sample_rng(sample: dict, who: str) -> np.random.Generator:
@@ -49,7 +48,7 @@ def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     return np.stack([width - x1, y0, width - x0, y1], axis=1)
 
 
-# How a sample entry is mirrored with its image (a task names its keys' rules in TaskSpec.flip_keys):
+# How a sample entry is mirrored with its image (a pipeline names its keys' rules in RandomHorizontalFlip.keys):
 FLIP_RULES: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "hw": lambda a, width: np.ascontiguousarray(a[:, ::-1]),  # [H, W, ...], like the image
     "nhw": lambda a, width: np.ascontiguousarray(a[..., ::-1]),  # [..., H, W], e.g. per-instance masks
@@ -59,24 +58,36 @@ FLIP_RULES: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
 
 @dataclass(frozen=True)
 class RandomHorizontalFlip:
-    """Mirror a sample with probability ``prob`` (one draw from ``sample["rng"]`` per call): the image, and every
-    entry present whose key a registered task declares in ``TaskSpec.flip_keys`` (dense targets, boxes), by
-    that key's rule (``FLIP_RULES``). Boxes are pixels, so it runs before boxes are normalised."""
+    """Mirror a sample with probability ``prob`` (one draw from ``sample["rng"]`` per call): the image, and each
+    entry of ``keys`` present in the sample by its rule (``FLIP_RULES``), e.g. ``keys={"mask": "hw"}`` for a
+    dense target, ``{"boxes": "xyxy"}`` for boxes in pixels (so it runs before boxes are normalised). The
+    pipeline that holds the step names what it mirrors; entries not named are left as they are."""
 
     prob: float = 0.5
+    keys: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if isinstance(self.prob, bool) or not isinstance(self.prob, numbers.Real) or not 0 <= self.prob <= 1:
             raise ValueError(f"RandomHorizontalFlip.prob must be a probability in [0, 1], got {self.prob!r}")
+        if not isinstance(self.keys, Mapping):
+            raise TypeError(f"RandomHorizontalFlip.keys must be a dict of sample key -> flip rule, got {self.keys!r}")
+        bad = {k: r for k, r in self.keys.items() if not isinstance(k, str) or k == "image" or r not in FLIP_RULES}
+        if bad:
+            raise ValueError(f"RandomHorizontalFlip.keys: {bad} is not a sample key (other than 'image') with a rule "
+                             f"of {', '.join(FLIP_RULES)}")
+        object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
 
     def __call__(self, sample: dict) -> dict:
         if sample_rng(sample, "RandomHorizontalFlip").random() < self.prob:
             width = sample["image"].shape[1]
             sample["image"] = FLIP_RULES["hw"](sample["image"], width)
-            for key, rule in flip_rules().items():
+            for key, rule in self.keys.items():
                 if sample.get(key) is not None:
                     sample[key] = FLIP_RULES[rule](sample[key], width)
         return sample
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(prob={self.prob}, keys={dict(self.keys)})"
 
 
 class SeededDataset:

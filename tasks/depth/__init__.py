@@ -25,6 +25,5 @@ register_task(TaskSpec(
     releases=(Release(NYUData, "NYU Depth v2 (GLPDepth lists)", (24_231, 654), "uint16 depth PNGs in millimetres"),),
     summarize=summarize_samples,
     published=PUBLISHED,
-    flip_keys={"depth": "hw"},
     predict_options=("flip",),
 ))

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.common.images import check_image
+from tasks.common.model import predicting
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # Tensor[B, 3, H, W] in [0, 1] -> depth Tensor[B, 1, H, W]
 
@@ -45,18 +46,13 @@ def predict_depth(model: torch.nn.Module, image: np.ndarray, *, flip: bool = Fal
         raise ValueError(f"predict_depth: size_divisor must be a positive int, got {size_divisor!r}")
     height, width = image.shape[:2]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float() / 255.0
-            x = (x - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(std, device=device).view(1, 3, 1, 1)
-            pad_h, pad_w = -height % size_divisor, -width % size_divisor
-            if pad_h or pad_w:
-                x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-            depth = _forward(model, x)
-            if flip:
-                depth = 0.5 * (depth + _forward(model, x.flip(-1)).flip(-1))
-    finally:
-        model.train(was_training)
+    with predicting(model):
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float() / 255.0
+        x = (x - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(std, device=device).view(1, 3, 1, 1)
+        pad_h, pad_w = -height % size_divisor, -width % size_divisor
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        depth = _forward(model, x)
+        if flip:
+            depth = 0.5 * (depth + _forward(model, x.flip(-1)).flip(-1))
     return depth[0, 0, :height, :width].float().cpu().numpy()

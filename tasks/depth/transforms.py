@@ -218,7 +218,7 @@ def train_pipeline(crop: tuple[int, int] = (448, 576), max_depth: float = 10.0) 
     crop and after the colour jitter, so the pasted strip is exactly the normalised depth."""
     return Compose([
         RandomCrop(*crop),
-        RandomHorizontalFlip(0.5),
+        RandomHorizontalFlip(0.5, keys={"depth": "hw"}),
         RandomBrightnessContrast(),
         RandomGamma(),
         HueSaturationValue(),

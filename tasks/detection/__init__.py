@@ -32,6 +32,5 @@ register_task(TaskSpec(
     releases=(Release(CocoData, "COCO 2017", (118_287, 5_000), "instances_{train,val}2017.json", _official_coco),),
     summarize=summarize_samples,
     published=PUBLISHED,
-    flip_keys={"boxes": "xyxy"},
     picture_options=("threshold",),
 ))

@@ -13,7 +13,7 @@ What ``DeformableDETR.from_pretrained`` reads (ours, Hugging Face) is declared i
 from __future__ import annotations
 
 import copy
-import inspect
+import dataclasses
 import os
 from typing import Mapping, Sequence
 
@@ -22,17 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.deformable_detr import DeformableDETRHead
+from heads.deformable_detr import DeformableDETRConfig, DeformableDETRHead
 from heads.deformable_detr.ms_deform_attn import MSDeformAttn, set_sampler
 from tasks.common.model import TaskModel
 from tasks.common.preprocess import Preprocessing
 
 from .weights import RESNET50_ARGS, WEIGHTS
-
-# The architecture's hyper-parameters and their defaults are declared once, by the head.
-HEAD_DEFAULTS = {name: p.default for name, p in inspect.signature(DeformableDETRHead).parameters.items()
-                 if p.default is not inspect.Parameter.empty}
-
 
 class DeformableDETR(TaskModel):
     """``forward(pixel_values[B, 3, H, W], pixel_mask[B, H, W] | None) -> dict``:
@@ -47,14 +42,18 @@ class DeformableDETR(TaskModel):
     ``pixel_mask`` is 1 on real pixels; each image's real pixels must be its top-left rectangle (bottom/right
     padding). In evaluation, results for an image do not depend on the rest of the batch (see the module
     docstring); training runs a padded batch through one backbone call (``batch_invariant_training``).
-    ``backbone_stages`` are the backbone maps the transformer reads (default stage2-4, or stage4 when
-    ``num_feature_levels`` is 1, i.e. single-scale); levels beyond them come from stride-2 convs.
+    ``**head`` are the head's hyper-parameters, the fields of ``DeformableDETRConfig`` (``num_queries``,
+    ``hidden_dim``, ``with_box_refine``, ...; its defaults for the rest): declared there once, stored flat in
+    ``model.config`` (our checkpoints). ``backbone_stages`` are the backbone maps the transformer reads (default
+    stage2-4, or stage4 when ``num_feature_levels`` is 1, i.e. single-scale); levels beyond them come from
+    stride-2 convs.
     ``backbone_args`` None means frozen BN with the stem and stage1 frozen for ``resnet50``.
     ``class_names``: one per class index (COCO's 91 raw ids: "N/A" or "" where an id has no category).
     """
 
     task = "detection"
     weights_spec = WEIGHTS
+    head_config = DeformableDETRConfig
     default_preprocessing = Preprocessing(resize="short_side", size=(800, 1333))  # DETR's evaluation size
     default_backbone_args = {"resnet50": RESNET50_ARGS}
     # Training runs a padded batch through one backbone call unless this is set True (on the class or
@@ -67,48 +66,32 @@ class DeformableDETR(TaskModel):
     def __init__(
         self,
         backbone: str = "resnet50",
-        num_classes: int = HEAD_DEFAULTS["num_classes"],
+        num_classes: int = DeformableDETRConfig.num_classes,
         *,
-        num_queries: int = HEAD_DEFAULTS["num_queries"],
-        num_feature_levels: int = HEAD_DEFAULTS["num_feature_levels"],
-        hidden_dim: int = HEAD_DEFAULTS["hidden_dim"],
-        nheads: int = HEAD_DEFAULTS["nheads"],
-        enc_layers: int = HEAD_DEFAULTS["enc_layers"],
-        dec_layers: int = HEAD_DEFAULTS["dec_layers"],
-        dim_feedforward: int = HEAD_DEFAULTS["dim_feedforward"],
-        dropout: float = HEAD_DEFAULTS["dropout"],
-        n_points: int = HEAD_DEFAULTS["n_points"],
-        with_box_refine: bool = HEAD_DEFAULTS["with_box_refine"],
-        two_stage: bool = HEAD_DEFAULTS["two_stage"],
         backbone_stages: Sequence[str] | None = None,
         backbone_args: Mapping | None = None,
         backbone_weights: str | os.PathLike | None = None,
         class_names: Sequence[str] | None = None,
         preprocessing: Preprocessing | Mapping | None = None,
+        **head,
     ):
-        if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 1:
-            raise ValueError(f"DeformableDETR: num_queries must be a positive int, got {num_queries!r}")
-        if num_feature_levels != 1 and num_feature_levels < 3:
-            raise ValueError(
-                f"DeformableDETR: num_feature_levels must be 1 or >= 3 (stage2-4 + extra), got {num_feature_levels}"
-            )
+        config = self.head_options(num_classes=num_classes, **head)
+        levels = config.num_feature_levels
+        if levels != 1 and levels < 3:
+            raise ValueError(f"DeformableDETR: num_feature_levels must be 1 or >= 3 (stage2-4 + extra), got {levels}")
         if backbone_stages is None:
-            backbone_stages = ("stage4",) if num_feature_levels == 1 else ("stage2", "stage3", "stage4")
+            backbone_stages = ("stage4",) if levels == 1 else ("stage2", "stage3", "stage4")
         super().__init__(
             backbone, out_features=tuple(backbone_stages), backbone_args=backbone_args,
             backbone_weights=backbone_weights, num_classes=num_classes, class_names=class_names,
             preprocessing=preprocessing,
         )
-        arch = dict(
-            num_queries=num_queries, num_feature_levels=num_feature_levels, hidden_dim=hidden_dim, nheads=nheads,
-            enc_layers=enc_layers, dec_layers=dec_layers, dim_feedforward=dim_feedforward, dropout=dropout,
-            n_points=n_points, with_box_refine=with_box_refine, two_stage=two_stage,
-        )
-        self.head = DeformableDETRHead(self.in_channels, num_classes=num_classes, **arch)
+        self.head = DeformableDETRHead(self.in_channels, config)
+        arch = {k: v for k, v in dataclasses.asdict(config).items() if k != "num_classes"}  # _set_config adds it
         self._set_config(**arch, backbone_stages=tuple(self.backbone.out_features))
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> dict:
-        sizes = _image_sizes(pixel_values, pixel_mask)
+        sizes = image_sizes(pixel_values, pixel_mask, type(self).__name__)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, size in enumerate(sizes):
             groups.setdefault(size, []).append(i)
@@ -161,12 +144,8 @@ class DeformableDETR(TaskModel):
         """One backbone call on the padded batch, as DETR and Hugging Face train: the padding mask is resized
         to each level (nearest). Multi-scale training gives every image its own size, so the exact path
         would cost one batch-1 backbone call per image; padding changes features only near the padding."""
-        valid = torch.zeros(pixel_values.shape[0], *pixel_values.shape[-2:], device=pixel_values.device)
-        for i, (h, w) in enumerate(sizes):
-            valid[i, :h, :w] = 1
         sources = self._project(pixel_values)
-        masks = [F.interpolate(valid[None], size=s.shape[-2:])[0] == 0 for s in sources]
-        return self.head(sources, masks)
+        return self.head(sources, padding_masks(sizes, pixel_values, sources))
 
     def _project(self, images: torch.Tensor) -> list[torch.Tensor]:
         features = self.backbone(images)
@@ -178,31 +157,36 @@ class DeformableDETR(TaskModel):
         from .inference import post_process
 
         x = self.preprocessing(image).to(self.device)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                result = post_process(self(x), torch.tensor([image.shape[:2]], device=x.device))[0]
-        finally:
-            self.train(was_training)
+        result = post_process(self(x), torch.tensor([image.shape[:2]], device=x.device))[0]
         keep = result["scores"] >= threshold
         return {k: v[keep].cpu() for k, v in result.items()}
 
 
-def _image_sizes(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) -> list[tuple[int, int]]:
-    """Each image's real (h, w), checking that the real pixels are its top-left rectangle."""
+def image_sizes(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None, who: str) -> list[tuple[int, int]]:
+    """Each image's real (h, w), checking that the real pixels are its top-left rectangle; an error begins with
+    ``who``, the model whose input it is."""
     if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4 or pixel_values.shape[0] == 0:
         got = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
-        raise ValueError(f"DeformableDETR: pixel_values must be a Tensor[B, C, H, W] with B >= 1, got {got}")
+        raise ValueError(f"{who}: pixel_values must be a Tensor[B, C, H, W] with B >= 1, got {got}")
     B, _, H, W = pixel_values.shape
     if pixel_mask is None:
         return [(H, W)] * B
     if tuple(pixel_mask.shape) != (B, H, W):
-        raise ValueError(f"DeformableDETR: pixel_mask must be [B, H, W] = {(B, H, W)}, got {tuple(pixel_mask.shape)}")
+        raise ValueError(f"{who}: pixel_mask must be [B, H, W] = {(B, H, W)}, got {tuple(pixel_mask.shape)}")
     real = pixel_mask.bool()
     h, w = real.any(2).sum(1), real.any(1).sum(1)
     rows = torch.arange(H, device=real.device)[None, :, None] < h[:, None, None]
     cols = torch.arange(W, device=real.device)[None, None, :] < w[:, None, None]
     if not torch.equal(rows & cols, real) or bool((h == 0).any()):
-        raise ValueError("DeformableDETR: each pixel_mask must be 1 on a non-empty top-left rectangle, 0 elsewhere")
+        raise ValueError(f"{who}: each pixel_mask must be 1 on a non-empty top-left rectangle, 0 elsewhere")
     return list(zip(h.tolist(), w.tolist()))
+
+
+def padding_masks(sizes: Sequence[tuple[int, int]], pixel_values: torch.Tensor,
+                  sources: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The padding (True) of each map in ``sources`` for a padded batch ``pixel_values[B, 3, H, W]`` whose images
+    are ``sizes`` (their real (h, w)): each image's real region resized (nearest) to the map's size."""
+    valid = torch.zeros(pixel_values.shape[0], *pixel_values.shape[-2:], device=pixel_values.device)
+    for i, (h, w) in enumerate(sizes):
+        valid[i, :h, :w] = 1
+    return [F.interpolate(valid[None], size=s.shape[-2:])[0] == 0 for s in sources]

@@ -3,26 +3,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import HEAD_DEFAULTS  # the architecture's defaults, declared by the head
+from heads.deformable_detr import DeformableDETRConfig
 
 DETR_SCALES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
 
 
 @dataclass
-class DeformableDETRModel:
+class DeformableDETRModel(DeformableDETRConfig):
+    """The model section: the architecture's hyper-parameters (``DeformableDETRConfig``: ``num_classes``,
+    ``num_queries``, ``with_box_refine``, ...), then the backbone, the initial weights, and the loss weights and
+    matching costs the task reads."""
+
     backbone: str = "resnet50"
-    num_classes: int = HEAD_DEFAULTS["num_classes"]  # COCO: raw category ids (max id 90 + 1)
-    num_queries: int = HEAD_DEFAULTS["num_queries"]
-    num_feature_levels: int = HEAD_DEFAULTS["num_feature_levels"]
-    with_box_refine: bool = HEAD_DEFAULTS["with_box_refine"]
-    two_stage: bool = HEAD_DEFAULTS["two_stage"]
-    enc_layers: int = HEAD_DEFAULTS["enc_layers"]
-    dec_layers: int = HEAD_DEFAULTS["dec_layers"]
-    hidden_dim: int = HEAD_DEFAULTS["hidden_dim"]
-    dim_feedforward: int = HEAD_DEFAULTS["dim_feedforward"]
-    dropout: float = HEAD_DEFAULTS["dropout"]
-    nheads: int = HEAD_DEFAULTS["nheads"]
-    n_points: int = HEAD_DEFAULTS["n_points"]
     backbone_args: dict | None = None  # None: the backbone's default (frozen BN, stem + stage1 frozen for resnet50)
     backbone_weights: str | None = None  # ImageNet-pretrained backbone: a local file or Hugging Face folder
     weights: str | None = None  # initialise the whole model (our checkpoint or an HF folder); not a resume

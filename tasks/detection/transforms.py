@@ -4,8 +4,9 @@ A sample holds ``"image"`` (``[H, W, 3]`` RGB, uint8 until ``Normalize``), ``"bo
 pixels until ``Normalize``, then normalised cxcywh), ``"labels"`` (int64 ``[N]``) and, for the random steps,
 ``"rng"``: a ``numpy.random.Generator``, the only source of randomness (the datasets seed it per sample with
 ``dataset[(index, seed)]``); a random step without it is a ``ValueError``. Boxes follow every geometric step;
-a crop drops the boxes it leaves with no area, with their labels. Steps replace arrays (never write into
-them) and return the same dict.
+a crop drops the boxes it leaves with no area, with their labels. A ``"mask"`` target map (``[H, W]``, e.g. the
+panoptic task's target index per pixel) follows every geometric step too, by nearest neighbour. Steps replace
+arrays (never write into them) and return the same dict.
 
 Resizing is PIL bilinear (what the original's torchvision ``F.resize`` on PIL images and Hugging Face's image
 processor use). The keep-ratio size for a short side ``s`` and cap ``max_size`` is the original's
@@ -27,7 +28,8 @@ from tasks.common.transforms import Compose, RandomHorizontalFlip, sample_rng  #
 DETR_SCALES = tuple(range(480, 801, 32))  # 480, 512, ..., 800
 
 
-def _check_sizes(sizes: Sequence[int], name: str) -> None:
+def check_sizes(sizes: Sequence[int], name: str) -> None:
+    """``sizes`` must be a non-empty sequence of positive ints; else a ValueError naming ``name`` (the caller's)."""
     if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
         raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {sizes!r}")
 
@@ -68,7 +70,7 @@ class RandomResize:
     max_size: Optional[int] = None
 
     def __post_init__(self):
-        _check_sizes(self.sizes, "RandomResize.sizes")
+        check_sizes(self.sizes, "RandomResize.sizes")
         if self.max_size is not None and not (isinstance(self.max_size, int) and self.max_size > 0):
             raise ValueError(f"RandomResize.max_size must be a positive int or None, got {self.max_size!r}")
 
@@ -85,7 +87,7 @@ class Resize:
     max_size: Optional[int] = 1333
 
     def __post_init__(self):
-        _check_sizes((self.size,), "Resize.size")
+        check_sizes((self.size,), "Resize.size")
 
     def __call__(self, sample: dict) -> dict:
         return resize(sample, self.size, self.max_size)
@@ -94,14 +96,14 @@ class Resize:
 @dataclass(frozen=True)
 class RandomSizeCrop:
     """Crop a window of width ``U{min_size .. min(W, max_size)}`` and height ``U{min_size .. min(H, max_size)}``
-    (integers, bounds included) at a uniform position. Boxes are shifted and clipped to the window; those left
-    with no area are dropped. An image side shorter than ``min_size`` is kept whole (the original would fail)."""
+    (integers, bounds included) at a uniform position, of the image and its targets (see ``crop``). An image side
+    shorter than ``min_size`` is kept whole (the original would fail)."""
 
     min_size: int = 384
     max_size: int = 600
 
     def __post_init__(self):
-        _check_sizes((self.min_size, self.max_size), "RandomSizeCrop (min_size, max_size)")
+        check_sizes((self.min_size, self.max_size), "RandomSizeCrop (min_size, max_size)")
         if self.min_size > self.max_size:
             raise ValueError(f"RandomSizeCrop: min_size {self.min_size} > max_size {self.max_size}")
 
@@ -116,8 +118,14 @@ class RandomSizeCrop:
 
 
 def crop(sample: dict, top: int, left: int, height: int, width: int) -> dict:
-    """The window ``[top, top + height) × [left, left + width)``; boxes shifted, clipped, empty ones dropped."""
-    sample["image"] = sample["image"][top : top + height, left : left + width]
+    """The window ``[top, top + height) × [left, left + width)`` of the image and a ``"mask"`` target map where
+    present; ``"boxes"`` (where present) shifted and clipped, those left with no area dropped with their labels."""
+    window = (slice(top, top + height), slice(left, left + width))
+    sample["image"] = sample["image"][window]
+    if sample.get("mask") is not None:
+        sample["mask"] = sample["mask"][window]
+    if "boxes" not in sample:
+        return sample
     boxes = sample["boxes"] - np.array([left, top, left, top], dtype=np.float32)
     boxes = np.minimum(boxes.reshape(-1, 2, 2), np.array([width, height], dtype=np.float32)).clip(min=0)
     keep = (boxes[:, 1, :] > boxes[:, 0, :]).all(axis=1)
@@ -143,8 +151,8 @@ class RandomSelect:
 
 @dataclass(frozen=True)
 class Normalize:
-    """The image to float32 ``(x / 255 - mean) / std`` (ImageNet statistics on 0..1), and the boxes to
-    normalised ``(cx, cy, w, h)`` fractions of the image size, as the original's ``Normalize`` does."""
+    """The image to float32 ``(x / 255 - mean) / std`` (ImageNet statistics on 0..1), and the boxes (where
+    present) to normalised ``(cx, cy, w, h)`` fractions of the image size, as the original's ``Normalize`` does."""
 
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -153,6 +161,8 @@ class Normalize:
         height, width = sample["image"].shape[:2]
         image = sample["image"].astype(np.float32) / 255.0
         sample["image"] = (image - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if "boxes" not in sample:
+            return sample
         x0, y0, x1, y1 = np.asarray(sample["boxes"], np.float32).reshape(-1, 4).T
         cxcywh = np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], axis=1)
         sample["boxes"] = cxcywh / np.array([width, height, width, height], dtype=np.float32)
@@ -180,7 +190,7 @@ def train_pipeline(scales: Sequence[int] = DETR_SCALES, max_size: int = 1333,
     small ``scales``, ``crop_resize`` and ``crop_size``."""
     scales = tuple(scales)
     return Compose([
-        RandomHorizontalFlip(),
+        RandomHorizontalFlip(keys={"boxes": "xyxy"}),
         RandomSelect(
             RandomResize(scales, max_size=max_size),
             Compose([RandomResize(tuple(crop_resize)), RandomSizeCrop(*crop_size), RandomResize(scales, max_size=max_size)]),

@@ -33,5 +33,4 @@ register_task(TaskSpec(
                       _official_coco, COCO_PANOPTIC_THINGS + COCO_PANOPTIC_STUFF),),
     summarize=summarize_samples,
     checks=CHECKS,  # the ground truth: images without annotations, categories, PNG ids vs segments_info
-    flip_keys={"mask": "hw"},  # the target-index map of transforms.SegmentTargets
 ))

@@ -12,27 +12,22 @@ matches its unpadded result only approximately. Evaluation and ``predict`` run o
 from __future__ import annotations
 
 import copy
-import inspect
+import dataclasses
 import os
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from heads.deformable_detr.ms_deform_attn import MSDeformAttn, set_sampler
-from heads.panoptic_segformer import PanopticSegFormerHead
+from heads.panoptic_segformer import PanopticSegFormerConfig, PanopticSegFormerHead
 from tasks.common.model import TaskModel
 from tasks.common.preprocess import Preprocessing
 from tasks.common.pretrained import check_names
-from tasks.detection.model import _image_sizes
+from tasks.detection.model import image_sizes, padding_masks
 
 from .inference import MergeOptions, post_process
 from .weights import RESNET50_ARGS, WEIGHTS
-
-# The architecture's hyper-parameters and their defaults are declared once, by the head.
-HEAD_DEFAULTS = {name: p.default for name, p in inspect.signature(PanopticSegFormerHead).parameters.items()
-                 if p.default is not inspect.Parameter.empty}
 
 # The exported graph's outputs (what tasks.panoptic's TaskSpec declares), in export_forward's order.
 EXPORT_OUTPUTS = ("pred_logits", "pred_boxes", "thing_masks", "stuff_masks", "stuff_logits")
@@ -49,10 +44,14 @@ class PanopticSegFormer(TaskModel):
     ``category_ids``: the dataset's category id of each class (default ``1..T+S``), what predictions carry;
     ``class_names``: one name per class. ``merge``: ``MergeOptions`` fields (thresholds of the mask-wise merging).
     ``backbone_args`` None means frozen BN with the stem and stage1 frozen for ``resnet50`` (the authors').
+    ``**head`` are the head's other hyper-parameters, the fields of ``PanopticSegFormerConfig`` (``num_queries``,
+    ``hidden_dim``, ``thing_mask_layers``, ...; its defaults for the rest): declared there once, stored flat in
+    ``model.config`` (our checkpoints).
     """
 
     task = "panoptic"
     weights_spec = WEIGHTS
+    head_config = PanopticSegFormerConfig
     default_preprocessing = Preprocessing(resize="short_side", size=(800, 1333))  # the authors' test scale
     default_backbone_args = {"resnet50": RESNET50_ARGS}
     # config fields the task reads (losses, matching), not constructor arguments
@@ -62,19 +61,9 @@ class PanopticSegFormer(TaskModel):
     def __init__(
         self,
         backbone: str = "pvt_v2_b5",
-        num_things_classes: int = HEAD_DEFAULTS["num_things_classes"],
-        num_stuff_classes: int = HEAD_DEFAULTS["num_stuff_classes"],
+        num_things_classes: int = PanopticSegFormerConfig.num_things_classes,
+        num_stuff_classes: int = PanopticSegFormerConfig.num_stuff_classes,
         *,
-        num_queries: int = HEAD_DEFAULTS["num_queries"],
-        hidden_dim: int = HEAD_DEFAULTS["hidden_dim"],
-        nheads: int = HEAD_DEFAULTS["nheads"],
-        enc_layers: int = HEAD_DEFAULTS["enc_layers"],
-        dec_layers: int = HEAD_DEFAULTS["dec_layers"],
-        dim_feedforward: int = HEAD_DEFAULTS["dim_feedforward"],
-        dropout: float = HEAD_DEFAULTS["dropout"],
-        n_points: int = HEAD_DEFAULTS["n_points"],
-        thing_mask_layers: int = HEAD_DEFAULTS["thing_mask_layers"],
-        stuff_mask_layers: int = HEAD_DEFAULTS["stuff_mask_layers"],
         backbone_stages: Sequence[str] = ("stage2", "stage3", "stage4"),
         backbone_args: Mapping | None = None,
         backbone_weights: str | os.PathLike | None = None,
@@ -82,11 +71,9 @@ class PanopticSegFormer(TaskModel):
         category_ids: Sequence[int] | None = None,
         merge: Mapping | None = None,
         preprocessing: Preprocessing | Mapping | None = None,
+        **head,
     ):
-        for name, value, low in (("num_things_classes", num_things_classes, 1), ("num_stuff_classes", num_stuff_classes, 1),
-                                 ("num_queries", num_queries, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"PanopticSegFormer: {name} must be an int >= {low}, got {value!r}")
+        config = self.head_options(num_things_classes=num_things_classes, num_stuff_classes=num_stuff_classes, **head)
         if len(tuple(backbone_stages)) != 3:
             raise ValueError(f"PanopticSegFormer: backbone_stages must name 3 stages (strides 8/16/32), got {backbone_stages!r}")
         super().__init__(backbone, out_features=tuple(backbone_stages), backbone_args=backbone_args,
@@ -103,14 +90,9 @@ class PanopticSegFormer(TaskModel):
             self.merge_options = MergeOptions(**dict(merge or {}))
         except TypeError as e:
             raise ValueError(f"PanopticSegFormer: merge takes {list(MergeOptions.__dataclass_fields__)}; got {merge!r}") from e
-        arch = dict(num_queries=num_queries, hidden_dim=hidden_dim, nheads=nheads, enc_layers=enc_layers,
-                    dec_layers=dec_layers, dim_feedforward=dim_feedforward, dropout=dropout, n_points=n_points,
-                    thing_mask_layers=thing_mask_layers, stuff_mask_layers=stuff_mask_layers)
-        self.head = PanopticSegFormerHead(self.in_channels, num_things_classes=num_things_classes,
-                                          num_stuff_classes=num_stuff_classes, **arch)
-        self._set_config(num_things_classes=num_things_classes, num_stuff_classes=num_stuff_classes, **arch,
-                         backbone_stages=tuple(self.backbone.out_features), class_names=self.class_names,
-                         category_ids=ids, merge=dict(vars(self.merge_options)))
+        self.head = PanopticSegFormerHead(self.in_channels, config)
+        self._set_config(**dataclasses.asdict(config), backbone_stages=tuple(self.backbone.out_features),
+                         class_names=self.class_names, category_ids=ids, merge=dict(vars(self.merge_options)))
         self.num_classes = total  # after _set_config: the config names the thing and stuff counts instead
 
     @property
@@ -119,13 +101,9 @@ class PanopticSegFormer(TaskModel):
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None,
                 select: Callable | None = None) -> dict:
-        sizes = _image_sizes(pixel_values, pixel_mask)
+        sizes = image_sizes(pixel_values, pixel_mask, type(self).__name__)
         sources = self.head.project(self.features(pixel_values))
-        valid = torch.zeros(pixel_values.shape[0], *pixel_values.shape[-2:], device=pixel_values.device)
-        for i, (h, w) in enumerate(sizes):
-            valid[i, :h, :w] = 1
-        masks = [F.interpolate(valid[None], size=s.shape[-2:])[0] == 0 for s in sources]
-        return self.head(sources, masks, select)
+        return self.head(sources, padding_masks(sizes, pixel_values, sources), select)
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Module]]:
         """The recipe's x0.1 groups: the deformable attention's sampling offsets and the reference points."""
@@ -159,13 +137,7 @@ class PanopticSegFormer(TaskModel):
         network too): the merging settings come from the model's config."""
         x = self.preprocessing(image).to(self.device)
         config = getattr(self, "config", None) or self.info["config"]
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                outputs = self(x)
-        finally:
-            self.train(was_training)
+        outputs = self(x)
         size = tuple(x.shape[-2:])
         things = config["num_things_classes"]
         category_ids = config.get("category_ids") or tuple(range(1, things + config["num_stuff_classes"] + 1))

@@ -5,25 +5,17 @@ from dataclasses import dataclass
 
 from tasks.detection.transforms import DETR_SCALES  # the authors' = DETR's multi-scale short sides
 
-from .model import HEAD_DEFAULTS  # the architecture's defaults, declared by the head
+from heads.panoptic_segformer import PanopticSegFormerConfig
 
 
 @dataclass
-class PanopticSegFormerModel:
+class PanopticSegFormerModel(PanopticSegFormerConfig):
+    """The model section: the architecture's hyper-parameters (``PanopticSegFormerConfig``; ``num_things_classes``
+    and ``num_stuff_classes`` must equal the dataset's counts of isthing 1 / 0 categories, checked when the model is
+    built), then the backbone, the initial weights, the merging thresholds, and what the task reads (losses, the
+    query filter)."""
+
     backbone: str = "pvt_v2_b5"
-    # must equal the dataset's counts of isthing 1 / 0 categories (checked when the model is built)
-    num_things_classes: int = HEAD_DEFAULTS["num_things_classes"]
-    num_stuff_classes: int = HEAD_DEFAULTS["num_stuff_classes"]
-    num_queries: int = HEAD_DEFAULTS["num_queries"]
-    hidden_dim: int = HEAD_DEFAULTS["hidden_dim"]
-    nheads: int = HEAD_DEFAULTS["nheads"]
-    enc_layers: int = HEAD_DEFAULTS["enc_layers"]
-    dec_layers: int = HEAD_DEFAULTS["dec_layers"]
-    dim_feedforward: int = HEAD_DEFAULTS["dim_feedforward"]
-    dropout: float = HEAD_DEFAULTS["dropout"]
-    n_points: int = HEAD_DEFAULTS["n_points"]
-    thing_mask_layers: int = HEAD_DEFAULTS["thing_mask_layers"]
-    stuff_mask_layers: int = HEAD_DEFAULTS["stuff_mask_layers"]
     backbone_args: dict | None = None  # None: the backbone's default (frozen BN, stem + stage1 frozen for resnet50)
     backbone_weights: str | None = None  # ImageNet-pretrained backbone: a local file, hub id or short name
     weights: str | None = None  # initialise the whole model (our checkpoint or the authors' release)

@@ -15,9 +15,9 @@ sample is::
 Evaluation (``test_pipeline``): the image resized (short side 800, long ≤ 1333), normalised, as a tensor; the
 ground truth stays at the original size: ``"panoptic"`` int32 ``[H0, W0]``, ``"segments_info"``, ``"file_name"``.
 
-Sizes, the random draws and the crop window follow ``tasks.detection.transforms`` (the same ``get_size``, and a
-sample draws the same numbers there and here); images are resized bilinearly (PIL), the target map by nearest
-neighbour (so every pixel keeps one segment).
+The resizes, the crop and ``Normalize`` are detection's (``tasks.detection.transforms``, which carries the
+``"mask"`` target map through them); images are resized bilinearly (PIL), the target map by nearest neighbour (so
+every pixel keeps one segment).
 """
 from __future__ import annotations
 
@@ -27,9 +27,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from tasks.common.images import IMAGENET_MEAN, IMAGENET_STD
-from tasks.common.transforms import Compose, RandomHorizontalFlip, sample_rng
-from tasks.detection.transforms import DETR_SCALES, RandomResize, RandomSelect, Resize, _check_sizes
+from tasks.common.transforms import Compose, RandomHorizontalFlip
+from tasks.detection.transforms import DETR_SCALES, Normalize, RandomResize, RandomSelect, RandomSizeCrop, Resize
 
 CROP_RESIZE_MAX = 4200  # the authors' long-side cap before the crop
 
@@ -55,46 +54,6 @@ class SegmentTargets:
             labels.append(label)
         sample["mask"] = index
         sample["labels"] = np.array(labels, np.int64)
-        return sample
-
-
-@dataclass(frozen=True)
-class RandomSizeCrop:
-    """A window of width ``U{min_size .. min(W, max_size)}`` and height ``U{min_size .. min(H, max_size)}`` at a
-    uniform position (the draws of ``tasks.detection.transforms.RandomSizeCrop``), of the image and ``"mask"``."""
-
-    min_size: int = 384
-    max_size: int = 600
-
-    def __post_init__(self):
-        _check_sizes((self.min_size, self.max_size), "RandomSizeCrop (min_size, max_size)")
-        if self.min_size > self.max_size:
-            raise ValueError(f"RandomSizeCrop: min_size {self.min_size} > max_size {self.max_size}")
-
-    def __call__(self, sample: dict) -> dict:
-        rng = sample_rng(sample, "RandomSizeCrop")
-        height, width = sample["image"].shape[:2]
-        crop_w = int(rng.integers(min(self.min_size, width), min(width, self.max_size) + 1))
-        crop_h = int(rng.integers(min(self.min_size, height), min(height, self.max_size) + 1))
-        top = int(rng.integers(0, height - crop_h + 1))
-        left = int(rng.integers(0, width - crop_w + 1))
-        window = (slice(top, top + crop_h), slice(left, left + crop_w))
-        sample["image"] = sample["image"][window]
-        if sample.get("mask") is not None:
-            sample["mask"] = sample["mask"][window]
-        return sample
-
-
-@dataclass(frozen=True)
-class Normalize:
-    """The image to float32 ``(x / 255 - mean) / std`` (ImageNet statistics on 0..1)."""
-
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def __call__(self, sample: dict) -> dict:
-        image = sample["image"].astype(np.float32) / 255.0
-        sample["image"] = (image - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return sample
 
 
@@ -145,7 +104,7 @@ def train_pipeline(scales: Sequence[int] = DETR_SCALES, max_size: int = 1333,
     scales = tuple(scales)
     return Compose([
         SegmentTargets(),
-        RandomHorizontalFlip(),
+        RandomHorizontalFlip(keys={"mask": "hw"}),
         RandomSelect(
             RandomResize(scales, max_size=max_size),
             Compose([RandomResize(tuple(crop_resize), crop_resize_max), RandomSizeCrop(*crop_size),

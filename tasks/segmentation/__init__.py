@@ -38,6 +38,5 @@ register_task(TaskSpec(
     releases=(Release(ADE20KData, "ADE20K (SceneParse150)", (20_210, 2_000), "masks hold 0-150, 0 = other"),),
     summarize=summarize_samples,
     published=PUBLISHED,
-    flip_keys={"mask": "hw"},
     predict_options=("flip",),
 ))

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.common.images import check_image
+from tasks.common.model import predicting
 
 from .transforms import aligned_resize, aligned_resize_shape  # noqa: F401  (part of this module's API)
 
@@ -100,26 +101,21 @@ def predict(
     mean_t, std_t = _check_predict_args(image, mean, std, scale, ratios, mode, crop, stride)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     h, w = image.shape[:2]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            probs = 0
-            for r in ratios:
-                resized = aligned_resize(image, (int(scale[0] * r), int(scale[1] * r)))
-                x = torch.from_numpy(np.ascontiguousarray(resized)).to(device).permute(2, 0, 1)[None].float()
-                x = (x - mean_t.to(device)) / std_t.to(device)
-                for flipped in (False, True) if flip else (False,):
-                    xi = x.flip(-1) if flipped else x
-                    if mode == "slide":
-                        logits = slide_logits(model, xi, getattr(model, "num_classes", None), crop, stride)
-                    else:
-                        logits = _logits_at_input_size(model, xi)
-                    p = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).softmax(dim=1)
-                    probs = probs + (p.flip(-1) if flipped else p)
-            labels = probs.argmax(dim=1)[0]
-    finally:
-        model.train(was_training)
+    with predicting(model):
+        probs = 0
+        for r in ratios:
+            resized = aligned_resize(image, (int(scale[0] * r), int(scale[1] * r)))
+            x = torch.from_numpy(np.ascontiguousarray(resized)).to(device).permute(2, 0, 1)[None].float()
+            x = (x - mean_t.to(device)) / std_t.to(device)
+            for flipped in (False, True) if flip else (False,):
+                xi = x.flip(-1) if flipped else x
+                if mode == "slide":
+                    logits = slide_logits(model, xi, getattr(model, "num_classes", None), crop, stride)
+                else:
+                    logits = _logits_at_input_size(model, xi)
+                p = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).softmax(dim=1)
+                probs = probs + (p.flip(-1) if flipped else p)
+        labels = probs.argmax(dim=1)[0]
     return labels.cpu().numpy().astype(np.int64)
 
 

@@ -286,7 +286,7 @@ def train_pipeline(
     return Compose([
         RandomResize(scale, ratio_range=ratio_range),
         RandomCrop((crop, crop), cat_max_ratio=cat_max_ratio, ignore_index=255),
-        RandomHorizontalFlip(0.5),
+        RandomHorizontalFlip(0.5, keys={"mask": "hw"}),
         PhotoMetricDistortion(),
         Normalize(),
         Pad((crop, crop), pad_val=0, seg_pad_val=255),

@@ -3,7 +3,7 @@ gradients in fp32 at atol 1e-5, points outside the maps, non-finite points, set_
 import pytest
 import torch
 
-from heads.deformable_detr import DeformableDETRHead, MSDeformAttn, ms_deform_attn
+from heads.deformable_detr import DeformableDETRConfig, DeformableDETRHead, MSDeformAttn, ms_deform_attn
 from heads.deformable_detr.ms_deform_attn import ms_deform_attn_gather, set_sampler
 
 SHAPES = [(6, 8), (3, 5), (2, 2), (1, 3)]  # non-square, odd, and 1-pixel-high levels whose borders matter
@@ -65,8 +65,9 @@ def test_tensor_spatial_shapes_and_half_inputs():
 
 def test_set_sampler_on_a_whole_head_matches_reference():
     torch.manual_seed(0)
-    head = DeformableDETRHead([16, 24], num_classes=5, num_queries=7, num_feature_levels=3, hidden_dim=32, nheads=2,
-                              enc_layers=1, dec_layers=2, dim_feedforward=32, with_box_refine=True).eval()
+    config = DeformableDETRConfig(num_classes=5, num_queries=7, num_feature_levels=3, hidden_dim=32, nheads=2,
+                                  enc_layers=1, dec_layers=2, dim_feedforward=32, with_box_refine=True)
+    head = DeformableDETRHead([16, 24], config).eval()
     with torch.no_grad():
         for m in head.modules():
             if isinstance(m, MSDeformAttn):  # large offsets: many samples leave the maps

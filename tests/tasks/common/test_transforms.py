@@ -1,4 +1,4 @@
-"""The steps every task shares: RandomHorizontalFlip moves the image and every target with it."""
+"""The steps every task shares: RandomHorizontalFlip moves the image and the targets its pipeline names with it."""
 import numpy as np
 import pytest
 
@@ -11,7 +11,7 @@ def test_flip_moves_image_mask_depth_and_boxes_together():
     sample = {"image": image, "mask": image[..., 0] % 3, "depth": image[..., 0].astype(np.float32),
               "boxes": np.array([[1, 0, 3, 2], [6, 1, 10, 4]], np.float32), "labels": np.array([4, 5]),
               "rng": np.random.default_rng(0)}
-    out = RandomHorizontalFlip(prob=1.0)(sample)
+    out = RandomHorizontalFlip(prob=1.0, keys={"mask": "hw", "depth": "hw", "boxes": "xyxy"})(sample)
     assert np.array_equal(out["image"][0, :, 0], np.arange(width)[::-1])
     assert np.array_equal(out["mask"], out["image"][..., 0] % 3) and np.array_equal(out["depth"], out["image"][..., 0])
     assert out["boxes"].dtype == np.float32 and out["boxes"].tolist() == [[7, 0, 9, 2], [0, 1, 4, 4]]
@@ -30,9 +30,41 @@ def test_flip_draws_once_per_sample():
 
 
 def test_flip_of_an_empty_box_list():
-    out = RandomHorizontalFlip(1.0)({"image": np.zeros((2, 5, 3), np.uint8), "boxes": np.zeros((0, 4), np.float32),
+    out = RandomHorizontalFlip(1.0, keys={"boxes": "xyxy"})({"image": np.zeros((2, 5, 3), np.uint8), "boxes": np.zeros((0, 4), np.float32),
                                      "rng": np.random.default_rng(0)})
     assert out["boxes"].shape == (0, 4)
+
+
+def test_flip_moves_only_the_keys_its_pipeline_names():
+    """What a flip mirrors is the step's own: no other pipeline or imported task changes it."""
+    image = np.arange(6, dtype=np.uint8).reshape(1, 6, 1).repeat(3, axis=2)
+    target = image[..., 0].copy()
+    sample = {"image": image, "mask": target, "depth": target, "rng": np.random.default_rng(0)}
+    out = RandomHorizontalFlip(1.0, keys={"depth": "hw"})(sample)
+    assert out["image"][0, 0, 0] == 5 and out["depth"][0, 0] == 5
+    assert out["mask"] is target  # not named: left as it is
+    assert RandomHorizontalFlip(1.0)({"image": image, "mask": target, "rng": np.random.default_rng(0)})["mask"] is target
+
+
+@pytest.mark.parametrize("keys, error", [
+    ({"mask": "xy"}, ValueError), ({"image": "hw"}, ValueError), ({3: "hw"}, ValueError), (["mask"], TypeError),
+])
+def test_flip_rejects_bad_keys(keys, error):
+    with pytest.raises(error, match=r"RandomHorizontalFlip\.keys"):
+        RandomHorizontalFlip(keys=keys)
+
+
+def test_the_transforms_do_not_import_the_registry():
+    """Flip keys are the pipeline's, so the transforms need nothing from the registry (no import loop)."""
+    import ast
+    from pathlib import Path
+
+    import tasks.common.transforms as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert not [name for name in imported if "registry" in name]
 
 
 @pytest.mark.parametrize("prob", [1.5, -0.1, True, "0.5"])

@@ -63,7 +63,7 @@ def test_explicit_list_file_with_focal_column(toy, tmp_path):
 
 
 def test_seeded_keys_make_transforms_reproducible(toy):
-    pipeline = T.Compose([T.RandomCrop(64, 96), T.RandomHorizontalFlip(), T.RandomBrightnessContrast(p=1.0)])
+    pipeline = T.Compose([T.RandomCrop(64, 96), T.RandomHorizontalFlip(keys={"depth": "hw"}), T.RandomBrightnessContrast(p=1.0)])
     dataset = NYUDepthV2(toy, split="train", transforms=pipeline)
     a, b, c = dataset[(1, (0, 3, 1))], dataset[(1, (0, 3, 1))], dataset[(1, (0, 4, 1))]
     assert "rng" not in a and a["image"].shape == (64, 96, 3)

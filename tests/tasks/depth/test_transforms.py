@@ -45,7 +45,7 @@ def test_flip_moves_image_and_depth_together():
     for seed in range(40):
         sample = coordinate_sample(seed=seed)
         original = sample["image"].copy()
-        out = T.RandomHorizontalFlip(0.5)(sample)
+        out = T.RandomHorizontalFlip(0.5, keys={"depth": "hw"})(sample)
         assert_aligned(out)
         if out["image"][0, 0, 1] == 63:
             flipped += 1

@@ -35,10 +35,10 @@ def assert_boxes_follow_pixels(sample, tolerance):
 
 def test_flip_hand_case():
     sample = drawn_sample()
-    sample = T.RandomHorizontalFlip(prob=1.0)(sample)
+    sample = T.RandomHorizontalFlip(prob=1.0, keys={"boxes": "xyxy"})(sample)
     assert sample["boxes"].tolist() == [[60, 5, 80, 25], [5, 30, 40, 55]]  # W = 90: x -> 90 - x
     assert_boxes_follow_pixels(sample, 0)
-    untouched = T.RandomHorizontalFlip(prob=0.0)(drawn_sample())
+    untouched = T.RandomHorizontalFlip(prob=0.0, keys={"boxes": "xyxy"})(drawn_sample())
     assert untouched["boxes"].tolist() == drawn_sample()["boxes"].tolist()
 
 
@@ -64,6 +64,19 @@ def test_crop_shifts_clips_and_drops():
     assert sample["boxes"].tolist() == [[0, 0, 10, 15], [30, 20, 50, 40]]
     assert sample["labels"].tolist() == [0, 1]
     assert_boxes_follow_pixels(sample, 0)
+
+
+def test_crop_carries_a_mask_and_needs_no_boxes():
+    """The panoptic task crops its target map (no boxes yet) with detection's crop: labels index the map, so stay."""
+    image = np.arange(12 * 16, dtype=np.uint8).reshape(12, 16, 1).repeat(3, axis=2)
+    mask = np.arange(12 * 16, dtype=np.int32).reshape(12, 16)
+    sample = T.crop({"image": image, "mask": mask, "labels": np.array([3, 4])}, top=2, left=5, height=6, width=7)
+    assert np.array_equal(sample["mask"], mask[2:8, 5:12]) and sample["image"].shape == (6, 7, 3)
+    assert sample["labels"].tolist() == [3, 4] and "boxes" not in sample
+    drawn = T.RandomSizeCrop(4, 8)({"image": image, "mask": mask, "rng": np.random.default_rng(1)})
+    assert np.array_equal(drawn["mask"].astype(np.uint8), drawn["image"][..., 0])  # the same window
+    normalised = T.Normalize()({"image": image})
+    assert normalised["image"].dtype == np.float32 and "boxes" not in normalised
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -18,6 +18,5 @@ register_task(TaskSpec(
     picture=save_prediction_png,
     export_outputs=("logits",),  # [B, 1, H/4, W/4]
     summarize=summarize_samples,
-    flip_keys={"mask": "hw"},
     predict_options=("flip",),
 ))

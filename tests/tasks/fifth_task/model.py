@@ -41,14 +41,8 @@ class ForegroundNet(TaskModel):
 
     def predict(self, image: np.ndarray, *, flip: bool = False) -> np.ndarray:
         x = self.preprocessing(image).to(self.device)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                logits = self(x)
-                if flip:
-                    logits = 0.5 * (logits + self(x.flip(-1)).flip(-1))
-                logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
-        finally:
-            self.train(was_training)
+        logits = self(x)
+        if flip:
+            logits = 0.5 * (logits + self(x.flip(-1)).flip(-1))
+        logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
         return (logits[0, 0] > 0).cpu().numpy()

@@ -71,7 +71,7 @@ class ForegroundTask(Task):
         return ForegroundNet.from_pretrained(path)
 
     def train_dataset(self):
-        return Discs(self.cfg.data.num_train, self.cfg.data.size, 0, Compose([RandomHorizontalFlip()]))
+        return Discs(self.cfg.data.num_train, self.cfg.data.size, 0, Compose([RandomHorizontalFlip(keys={"mask": "hw"})]))
 
     def val_dataset(self):
         return Discs(self.cfg.data.num_val, self.cfg.data.size, 10_000)

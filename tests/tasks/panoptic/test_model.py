@@ -92,6 +92,14 @@ def test_bad_arguments():
         PanopticSegFormer("pvt_v2_b0", 3, 2, merge={"overlap": 0.1}, **SMALL)
 
 
+def test_input_errors_name_this_model(model):
+    """The input checks are detection's (image_sizes), but the error names the model the user called."""
+    with pytest.raises(ValueError, match=r"^PanopticSegFormer: each pixel_mask must be 1 on a non-empty top-left"):
+        model(torch.randn(1, 3, 64, 64), torch.zeros(1, 64, 64))
+    with pytest.raises(ValueError, match=r"^PanopticSegFormer: pixel_values must be a Tensor\[B, C, H, W\]"):
+        model(torch.randn(3, 64, 64))
+
+
 @pytest.mark.slow
 def test_onnx_export_and_predict_from_onnx(model, tmp_path):
     """tools/export.py's path: the network up to the merging with dynamic sizes, checked by ONNX Runtime at two

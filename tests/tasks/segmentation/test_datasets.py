@@ -122,7 +122,7 @@ def test_folder_dataset_reduce_zero_label(folder):
 
 def test_seeded_keys_make_transforms_reproducible(folder):
     images, masks, _ = folder
-    pipeline = T.Compose([T.RandomCrop((8, 8), cat_max_ratio=1.0), T.RandomHorizontalFlip(0.5), T.ToTensor()])
+    pipeline = T.Compose([T.RandomCrop((8, 8), cat_max_ratio=1.0), T.RandomHorizontalFlip(0.5, keys={"mask": "hw"}), T.ToTensor()])
     dataset = SegmentationFolder(images, masks, ["sky", "road", "car"], transforms=pipeline)
     first, again = dataset[(0, (3, 1, 0))], dataset[(0, (3, 1, 0))]
     assert "rng" not in first and first["image"].shape == (3, 8, 8)

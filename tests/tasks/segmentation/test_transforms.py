@@ -114,7 +114,7 @@ def test_cat_max_ratio_ignores_ignore_pixels_and_gives_up_after_ten_redraws():
 def test_flip_moves_image_and_mask_together():
     image = np.broadcast_to(np.arange(10, dtype=np.uint8)[None, :, None], (4, 10, 3)).copy()
     mask = np.broadcast_to(np.arange(10, dtype=np.uint8) % 3, (4, 10)).copy()
-    out = T.RandomHorizontalFlip(prob=1.0)({"image": image, "mask": mask, "rng": np.random.default_rng(0)})
+    out = T.RandomHorizontalFlip(prob=1.0, keys={"mask": "hw"})({"image": image, "mask": mask, "rng": np.random.default_rng(0)})
     assert np.array_equal(out["image"][0, :, 0], np.arange(10)[::-1])
     assert np.array_equal(out["mask"], out["image"][..., 0] % 3)  # still aligned pixel by pixel
     kept = T.RandomHorizontalFlip(prob=0.0)({"image": image, "mask": mask, "rng": np.random.default_rng(0)})
