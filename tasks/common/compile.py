@@ -1,0 +1,106 @@
+"""How the task model runs: ``torch.compile`` (``runtime.compile``) and activation checkpointing
+(``runtime.activation_checkpointing``).
+
+``compile_model`` compiles the model in place (``nn.Module.compile``: the module, its parameters, its state-dict
+keys, ``predict`` and DDP wrapping stay as they are); the loss and the matcher stay eager. Shapes start static and
+a dimension that changes between calls (detection's and panoptic's multi-scale sizes, the last smaller batch) is
+made dynamic at its first change (``torch.compile``'s automatic dynamic shapes), so a multi-scale run compiles a
+few graphs, not one per size. Train and eval mode are separate graphs. If compiling fails, one warning line is
+printed and the model runs eager from then on; an error of the model itself (a bad input) is raised as in eager.
+``CompileStats`` counts the graphs compiled and the seconds spent in calls that compiled, for the log.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .amp import slow_bf16_warning
+from .config import COMPILE_MODES, RuntimeConfig
+
+
+@dataclass
+class CompileStats:
+    """What compiling cost so far: ``graphs`` compiled (a recompile adds one) and the ``seconds`` of the calls
+    that compiled (the compilation dominates them)."""
+
+    graphs: int = 0
+    seconds: float = 0.0
+    fell_back: bool = False
+
+
+
+def compile_log(stats: CompileStats | None) -> dict:
+    """The train log's compile entries (none for an eager run)."""
+    return {} if stats is None else {"compiled_graphs": stats.graphs, "compile_s": round(stats.seconds, 1)}
+
+
+def _graph_count() -> int:
+    """Graphs Dynamo has compiled in this process (its own counter)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def compile_model(model: nn.Module, mode: str | None, warn=print, backend="inductor") -> CompileStats | None:
+    """Compile ``model`` in place with ``torch.compile(mode=mode)``; ``None`` leaves it eager (returns None).
+    Returns the ``CompileStats`` that the compiled calls update; ``warn`` (None: silent) gets the fallback line."""
+    if mode is None:
+        return None
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"runtime.compile must be None (eager) or one of {', '.join(map(repr, COMPILE_MODES))}, got {mode!r}")
+    stats = CompileStats()
+    # A backend other than inductor takes no mode (the tests pass one that fails, to exercise the fallback).
+    compiled = torch.compile(model._call_impl, mode=mode) if backend == "inductor" else torch.compile(model._call_impl, backend=backend)
+
+    def call(*args, **kwargs):
+        if stats.fell_back:
+            return model._call_impl(*args, **kwargs)
+        before, start = _graph_count(), time.perf_counter()
+        try:
+            out = compiled(*args, **kwargs)
+        except (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.InternalTorchDynamoError) as e:
+            # the compiler's failure, not the model's (a model's own error is raised as in eager)
+            _fall_back(model, stats, e, warn)
+            return model._call_impl(*args, **kwargs)
+        if _graph_count() > before:
+            stats.graphs += _graph_count() - before
+            stats.seconds += time.perf_counter() - start
+        return out
+
+    # What nn.Module.compile sets: Module.__call__ runs this instead of the eager _call_impl.
+    model._compiled_call_impl = call
+    return stats
+
+
+def _fall_back(model: nn.Module, stats: CompileStats, error: Exception, warn) -> None:
+    stats.fell_back = True
+    model._compiled_call_impl = None
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if warn is not None:
+        warn(f"WARNING: torch.compile failed ({first[:200]}); training and evaluating eager instead")
+
+
+def set_activation_checkpointing(model: nn.Module, enable: bool) -> int:
+    """Turn recomputation on or off in every submodule that offers it (a ``grad_checkpointing`` attribute:
+    the backbones' stages, the heads' heavy parts). Returns how many modules offer it."""
+    found = 0
+    for module in model.modules():
+        if isinstance(getattr(module, "grad_checkpointing", None), bool):
+            module.grad_checkpointing = enable
+            found += 1
+    return found
+
+
+def apply_runtime(model: nn.Module, runtime: RuntimeConfig, device: torch.device, warn=print) -> CompileStats | None:
+    """What ``runtime`` asks of the model, once per run before the first step: the bf16 warning (``amp``),
+    activation checkpointing, then ``torch.compile``. Returns the compile statistics (None: eager); ``warn``
+    prints the warning lines (None on the processes other than the main one)."""
+    line = slow_bf16_warning(runtime.amp, device)
+    if line is not None and warn is not None:
+        warn(line)
+    if runtime.activation_checkpointing:  # False leaves what the model was built with (backbone_args)
+        set_activation_checkpointing(model, True)
+    return compile_model(model, runtime.compile, warn)
