@@ -78,9 +78,10 @@ def compile_model(model: nn.Module, mode: str | None, warn=print, backend="induc
 def _fall_back(model: nn.Module, stats: CompileStats, error: Exception, warn) -> None:
     stats.fell_back = True
     model._compiled_call_impl = None
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    cause = getattr(error, "inner_exception", None) or error.__cause__ or error  # the compiler's own error
+    text = " ".join(str(cause).split())[:200]
     if warn is not None:
-        warn(f"WARNING: torch.compile failed ({first[:200]}); training and evaluating eager instead")
+        warn(f"WARNING: torch.compile failed ({type(cause).__name__}: {text}); training and evaluating eager instead")
 
 
 def set_activation_checkpointing(model: nn.Module, enable: bool) -> int:
