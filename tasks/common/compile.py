@@ -5,8 +5,10 @@
 keys, ``predict`` and DDP wrapping stay as they are); the loss and the matcher stay eager. Shapes start static and
 a dimension that changes between calls (detection's and panoptic's multi-scale sizes, the last smaller batch) is
 made dynamic at its first change (``torch.compile``'s automatic dynamic shapes), so a multi-scale run compiles a
-few graphs, not one per size. Train and eval mode are separate graphs. If compiling fails, one warning line is
-printed and the model runs eager from then on; an error of the model itself (a bad input) is raised as in eager.
+few graphs, not one per size. Train and eval mode are separate graphs. If a graph with dynamic sizes fails to
+compile where static ones did, one warning line says so and each new size gets its own static graph (up to
+Dynamo's recompile limit, then eager for new sizes); if compiling fails otherwise, one warning line is printed
+and the model runs eager from then on. An error of the model itself (a bad input) is raised as in eager.
 ``CompileStats`` counts the graphs compiled and the seconds spent in calls that compiled, for the log.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ class CompileStats:
 
     graphs: int = 0
     seconds: float = 0.0
+    static: bool = False  # dynamic sizes failed to compile: one graph per input size
     fell_back: bool = False
 
 
@@ -52,19 +55,29 @@ def compile_model(model: nn.Module, mode: str | None, warn=print, backend="induc
     if mode not in COMPILE_MODES:
         raise ValueError(f"runtime.compile must be None (eager) or one of {', '.join(map(repr, COMPILE_MODES))}, got {mode!r}")
     stats = CompileStats()
-    # A backend other than inductor takes no mode (the tests pass one that fails, to exercise the fallback).
-    compiled = torch.compile(model._call_impl, mode=mode) if backend == "inductor" else torch.compile(model._call_impl, backend=backend)
+
+    def make(dynamic):  # a backend other than inductor takes no mode (the tests pass ones that fail)
+        options = {"mode": mode} if backend == "inductor" else {"backend": backend}
+        return torch.compile(model._call_impl, dynamic=dynamic, **options)
+
+    compiled = [make(None)]  # None: static first, dynamic at the first change of a size
 
     def call(*args, **kwargs):
         if stats.fell_back:
             return model._call_impl(*args, **kwargs)
         before, start = _graph_count(), time.perf_counter()
         try:
-            out = compiled(*args, **kwargs)
-        except (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.InternalTorchDynamoError) as e:
-            # the compiler's failure, not the model's (a model's own error is raised as in eager)
-            _fall_back(model, stats, e, warn)
-            return model._call_impl(*args, **kwargs)
+            out = compiled[0](*args, **kwargs)
+        except _COMPILER_ERRORS as e:  # the compiler's failure, not the model's (that is raised as in eager)
+            if stats.static or stats.graphs == 0:
+                _fall_back(model, stats, e, warn)
+                return model._call_impl(*args, **kwargs)
+            # A graph with dynamic sizes failed where static ones compiled (inductor cannot always order
+            # symbolic strides): from now on one static graph per input size.
+            stats.static = True
+            compiled[0] = make(False)
+            _warn(warn, e, "compiling one graph per input size instead of dynamic sizes")
+            return call(*args, **kwargs)
         if _graph_count() > before:
             stats.graphs += _graph_count() - before
             stats.seconds += time.perf_counter() - start
@@ -75,13 +88,20 @@ def compile_model(model: nn.Module, mode: str | None, warn=print, backend="induc
     return stats
 
 
+_COMPILER_ERRORS = (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.InternalTorchDynamoError)
+
+
 def _fall_back(model: nn.Module, stats: CompileStats, error: Exception, warn) -> None:
     stats.fell_back = True
     model._compiled_call_impl = None
+    _warn(warn, error, "training and evaluating eager instead")
+
+
+def _warn(warn, error: Exception, consequence: str) -> None:
     cause = getattr(error, "inner_exception", None) or error.__cause__ or error  # the compiler's own error
     text = " ".join(str(cause).split())[:200]
     if warn is not None:
-        warn(f"WARNING: torch.compile failed ({type(cause).__name__}: {text}); training and evaluating eager instead")
+        warn(f"WARNING: torch.compile failed ({type(cause).__name__}: {text}); {consequence}")
 
 
 def set_activation_checkpointing(model: nn.Module, enable: bool) -> int:

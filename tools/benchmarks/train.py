@@ -26,6 +26,7 @@ from backbones import build_backbone
 
 from . import backbone, detr, glpn, segformer
 from tasks.common.amp import autocast, bf16_capability
+from tasks.common.compile import set_activation_checkpointing
 from tasks.common.optim import adam_implementation
 
 from . import classification
@@ -115,6 +116,15 @@ def peak_mb(side: Side, x: torch.Tensor) -> float:
         side.step(x)
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
     return max(itertools.accumulate(n for _, n in events), default=0) / 2**20
+
+
+def checkpointed_peak_mb(side: Side, x: torch.Tensor) -> float:
+    """``peak_mb`` with ``runtime.activation_checkpointing`` on (every recomputable part of the model)."""
+    set_activation_checkpointing(side.model, True)
+    try:
+        return peak_mb(side, x)
+    finally:
+        set_activation_checkpointing(side.model, False)
 
 
 def gemm_gflops_per_s(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
@@ -233,10 +243,11 @@ def train_row(name: str, build: Callable, repeats: int, amp: str, rates: dict[st
         checks += [f"{lo:.1e} / {go:.1e}", f"{lh:.1e} / {gh:.1e}"]
     ours.amp = ref.amp = amp
     ms = time_interleaved({"ours": lambda: ours.step(x), "hf": lambda: ref.step(x)}, repeats, warmup=1)
-    mem = {"ours": peak_mb(ours, x), "hf": peak_mb(ref, x)}
+    mem = {"ours": peak_mb(ours, x), "hf": peak_mb(ref, x), "ckpt": checkpointed_peak_mb(ours, x)}
     rate = step_gflops(ours, x, amp) / (ms["ours"] / 1e3)
     row = [name, f"{ms['ours']:.0f}", f"{ms['hf']:.0f}", ratio(ms, "hf"), f"{mem['ours']:.0f}", f"{mem['hf']:.0f}",
-           f"{mem['ours'] / mem['hf']:.2f}×", f"{rate:.0f}", f"{rate / rates[amp]:.0%}", *checks,
+           f"{mem['ours'] / mem['hf']:.2f}×", f"{mem['ckpt']:.0f}", f"{mem['ckpt'] / mem['hf']:.2f}×", f"{rate:.0f}",
+           f"{rate / rates[amp]:.0%}", *checks,
            "OK" if ok else "MISMATCH"]
     return row, ok
 
@@ -268,7 +279,7 @@ def _suite(args) -> bool:
     print(f"\n### Training step (forward + loss + backward + AdamW), {precision}: ours vs Hugging Face "
           f"(median of {repeats} runs)\n")
     header = ["training step", "ours ms", "HF ms", "vs HF", "ours peak MiB", "HF peak MiB", "memory ours/HF",
-              "ours GFLOP/s", f"of {'fp32' if amp == 'none' else amp} GEMM rate", "loss diff", "input-grad diff",
+              "ours checkpointed peak MiB", "checkpointed ours/HF", "ours GFLOP/s", f"of {'fp32' if amp == 'none' else amp} GEMM rate", "loss diff", "input-grad diff",
               "grad-norm diff"]
     if amp != "none":
         header += [f"ours {amp} vs fp32: loss / input grad", f"HF {amp} vs fp32: loss / input grad"]

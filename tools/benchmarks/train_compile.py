@@ -14,10 +14,10 @@ import time
 import torch
 
 from tasks.common.amp import bf16_capability
-from tasks.common.compile import compile_model, set_activation_checkpointing
+from tasks.common.compile import compile_model
 
 from .common import TOLERANCE, repeats_of, table, time_interleaved
-from .train import CASES, measure, peak_mb
+from .train import CASES, checkpointed_peak_mb, measure, peak_mb
 
 SIDES = ("ours", "ours compiled", "HF", "HF compiled")
 
@@ -33,14 +33,6 @@ def _compiled_check(compiled, eager, x, amp: str) -> tuple[float, float, float]:
     seconds = time.perf_counter() - start
     le, _, ne = measure(eager, x, amp, input_grad=False)
     return _relative(lc, le), _relative(nc, ne), seconds
-
-
-def _checkpointed_peak(side, x) -> float:
-    set_activation_checkpointing(side.model, True)
-    try:
-        return peak_mb(side, x)
-    finally:
-        set_activation_checkpointing(side.model, False)
 
 
 def compile_row(name: str, build, repeats: int, amp: str, mode: str) -> tuple[list, bool]:
@@ -59,7 +51,7 @@ def compile_row(name: str, build, repeats: int, amp: str, mode: str) -> tuple[li
         side.amp = amp
     ms = time_interleaved({k: (lambda s=s: s.step(x)) for k, s in sides.items()}, repeats, warmup=1)
     mem = {k: peak_mb(s, x) for k, s in sides.items()}
-    mem["ours checkpointed"] = _checkpointed_peak(ours, x)
+    mem["ours checkpointed"] = checkpointed_peak_mb(ours, x)
     row = [name, *(f"{ms[k]:.0f}" for k in SIDES),
            f"{ms['HF'] / ms['ours compiled']:.2f}×", f"{ms['HF'] / ms['ours']:.2f}×",
            f"{ms['HF compiled'] / ms['ours compiled']:.2f}×",

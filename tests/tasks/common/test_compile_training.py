@@ -44,6 +44,25 @@ def test_a_failed_compile_falls_back_to_eager_with_one_warning():
     assert "no C++ compiler" in lines[0] and "\n" not in lines[0]
 
 
+def _static_only_backend(graph, example_inputs):
+    """Compiles static graphs and fails on dynamic sizes, as inductor does on some of our layouts."""
+    if any(not isinstance(t, torch.Tensor) for t in example_inputs):  # a dynamic graph takes its sizes as inputs
+        raise RuntimeError("cannot determine truth value of Relational")
+    return graph.forward
+
+
+def test_failed_dynamic_sizes_fall_back_to_static_graphs():
+    torch.manual_seed(0)
+    model = Net(4).eval()
+    lines = []
+    stats = compile_model(model, "default", warn=lines.append, backend=_static_only_backend)
+    for size in (8, 10, 12, 10):
+        x = torch.randn(2, 3, size, size)
+        torch.testing.assert_close(model(x), model._call_impl(x), rtol=0, atol=0)
+    assert stats.static and not stats.fell_back and stats.graphs == 3  # one per size
+    assert len(lines) == 1 and "one graph per input size" in lines[0] and "Relational" in lines[0]
+
+
 def test_the_model_stays_itself_and_graphs_are_counted():
     """Compiled in place: the same module and state-dict keys; a graph per mode, none for a repeated call."""
     torch.manual_seed(0)
