@@ -34,7 +34,6 @@ class CompileStats:
     fell_back: bool = False
 
 
-
 def compile_log(stats: CompileStats | None) -> dict:
     """The train log's compile entries (none for an eager run)."""
     return {} if stats is None else {"compiled_graphs": stats.graphs, "compile_s": round(stats.seconds, 1)}
@@ -68,7 +67,7 @@ def compile_model(model: nn.Module, mode: str | None, warn=print, backend="induc
         before, start = _graph_count(), time.perf_counter()
         try:
             out = compiled[0](*args, **kwargs)
-        except _COMPILER_ERRORS as e:  # the compiler's failure, not the model's (that is raised as in eager)
+        except _compiler_errors() as e:  # the compiler's failure, not the model's (that is raised as in eager)
             if stats.static or stats.graphs == 0:
                 _fall_back(model, stats, e, warn)
                 return model._call_impl(*args, **kwargs)
@@ -88,7 +87,10 @@ def compile_model(model: nn.Module, mode: str | None, warn=print, backend="induc
     return stats
 
 
-_COMPILER_ERRORS = (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.InternalTorchDynamoError)
+def _compiler_errors() -> tuple[type[Exception], ...]:
+    from torch._dynamo import exc  # imported on first use: an eager run never loads Dynamo
+
+    return exc.BackendCompilerFailed, exc.InternalTorchDynamoError
 
 
 def _fall_back(model: nn.Module, stats: CompileStats, error: Exception, warn) -> None:
