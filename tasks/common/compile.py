@@ -54,37 +54,45 @@ def compile_model(model: nn.Module, mode: str | None, warn=print, backend="induc
     if mode not in COMPILE_MODES:
         raise ValueError(f"runtime.compile must be None (eager) or one of {', '.join(map(repr, COMPILE_MODES))}, got {mode!r}")
     stats = CompileStats()
+    # What nn.Module.compile sets: Module.__call__ runs this instead of the eager _call_impl.
+    model._compiled_call_impl = _CompiledCall(model, mode, backend, stats, warn)
+    return stats
 
-    def make(dynamic):  # a backend other than inductor takes no mode (the tests pass ones that fail)
-        options = {"mode": mode} if backend == "inductor" else {"backend": backend}
-        return torch.compile(model._call_impl, dynamic=dynamic, **options)
 
-    compiled = [make(None)]  # None: static first, dynamic at the first change of a size
+class _CompiledCall:
+    """The compiled ``model._call_impl`` with its fallbacks. A deep copy of the model (``for_export``) drops it,
+    so the copy runs eager instead of calling the original's graphs."""
 
-    def call(*args, **kwargs):
-        if stats.fell_back:
-            return model._call_impl(*args, **kwargs)
+    def __init__(self, model: nn.Module, mode: str, backend, stats: CompileStats, warn):
+        self.model, self.mode, self.backend, self.stats, self.warn = model, mode, backend, stats, warn
+        self.compiled = self._make(None)  # None: static first, dynamic at the first change of a size
+
+    def __deepcopy__(self, memo):
+        return None
+
+    def _make(self, dynamic):  # a backend other than inductor takes no mode (the tests pass ones that fail)
+        options = {"mode": self.mode} if self.backend == "inductor" else {"backend": self.backend}
+        return torch.compile(self.model._call_impl, dynamic=dynamic, **options)
+
+    def __call__(self, *args, **kwargs):
+        stats = self.stats
         before, start = _graph_count(), time.perf_counter()
         try:
-            out = compiled[0](*args, **kwargs)
+            out = self.compiled(*args, **kwargs)
         except _compiler_errors() as e:  # the compiler's failure, not the model's (that is raised as in eager)
             if stats.static or stats.graphs == 0:
-                _fall_back(model, stats, e, warn)
-                return model._call_impl(*args, **kwargs)
+                _fall_back(self.model, stats, e, self.warn)
+                return self.model._call_impl(*args, **kwargs)
             # A graph with dynamic sizes failed where static ones compiled (inductor cannot always order
             # symbolic strides): from now on one static graph per input size.
             stats.static = True
-            compiled[0] = make(False)
-            _warn(warn, e, "compiling one graph per input size instead of dynamic sizes")
-            return call(*args, **kwargs)
+            self.compiled = self._make(False)
+            _warn(self.warn, e, "compiling one graph per input size instead of dynamic sizes")
+            return self(*args, **kwargs)
         if _graph_count() > before:
             stats.graphs += _graph_count() - before
             stats.seconds += time.perf_counter() - start
         return out
-
-    # What nn.Module.compile sets: Module.__call__ runs this instead of the eager _call_impl.
-    model._compiled_call_impl = call
-    return stats
 
 
 def _compiler_errors() -> tuple[type[Exception], ...]:

@@ -1,6 +1,7 @@
 """runtime.compile: the config values, the fallback to eager, the graph count, the bf16 warning (quick); compiled
 training of every task model against eager, the engine with compile (exact --resume, DDP over gloo) under -m slow
 (inductor takes minutes on a shared CPU)."""
+import copy
 import json
 import os
 import subprocess
@@ -16,6 +17,13 @@ from tasks.common.engine import fit
 from tests.tasks.common.fake_task import Net, FakeTask, fake_config
 from tests.tasks.common.test_engine import ROOT, SCRIPT, _assert_same_weights, _weights
 from tests.tasks.common.training_models import KINDS, build, forward_loss, no_dropout, outputs
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Dynamo caches graphs per code object for the whole process, and every module shares ``_call_impl``'s:
+    a graph compiled by an earlier test for a like model would be reused, and the counts would differ."""
+    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("key, value, expected", [("compile", "fast", "runtime.compile must be None"),
@@ -76,6 +84,18 @@ def test_the_model_stays_itself_and_graphs_are_counted():
     model.eval()
     model(x)
     assert stats.graphs == 2  # eval mode is another graph
+
+
+def test_a_deep_copy_runs_eager_on_its_own_weights():
+    model = Net(4).eval()
+    stats = compile_model(model, "default", backend="eager")
+    x = torch.randn(2, 3, 8, 8)
+    model(x)
+    copy_ = copy.deepcopy(model)
+    with torch.no_grad():
+        copy_.head.bias.add_(1.0)
+    torch.testing.assert_close(copy_(x), model(x) + 1.0)
+    assert stats.graphs == 1 and copy_._compiled_call_impl is None
 
 
 def test_model_errors_are_not_compile_failures():
