@@ -7,16 +7,33 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 from torchvision.models.resnet import ResNet as _TorchvisionResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .base import STAGE_NAMES, Backbone
+from .recompute import recompute
 from .registry import register_backbone
 from .weights import ConvertedWeights, RenameRules, find_prefix
 
 _NORMS = {"bn": nn.BatchNorm2d, "frozen_bn": FrozenBatchNorm2d}
+
+
+class ResNetStage(nn.Sequential):
+    """torchvision's ``layerN`` (the same children, so the same state-dict keys); with ``grad_checkpointing`` each
+    bottleneck's activations are recomputed in the backward instead of kept (mmdet's ``with_cp``)."""
+
+    def __init__(self, *blocks: nn.Module, grad_checkpointing: bool = False):
+        super().__init__(*blocks)
+        self.grad_checkpointing = grad_checkpointing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        use_checkpoint = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for block in self:
+            x = recompute(block, block, x) if use_checkpoint else block(x)
+        return x
 
 
 class ResNet(Backbone):
@@ -33,6 +50,7 @@ class ResNet(Backbone):
         norm_layer: str = "bn",
         frozen_stages: int = -1,
         replace_stride_with_dilation: Sequence[bool] = (False, False, False),
+        grad_checkpointing: bool = False,
         name: str = "resnet50",
     ):
         super().__init__(out_features, out_indices)
@@ -57,7 +75,7 @@ class ResNet(Backbone):
             self.stem.add_module(part, getattr(net, part))
         stride = 4
         for i, stage_name in enumerate(STAGE_NAMES):
-            self.add_module(stage_name, getattr(net, f"layer{i + 1}"))
+            self.add_module(stage_name, ResNetStage(*getattr(net, f"layer{i + 1}"), grad_checkpointing=grad_checkpointing))
             if i > 0 and not replace_stride_with_dilation[i - 1]:
                 stride *= 2
             self.feature_channels[stage_name] = 256 * 2**i
@@ -126,8 +144,8 @@ def convert_resnet_state_dict(state_dict) -> ConvertedWeights:
 @register_backbone("resnet50")
 def resnet50(*, out_features=None, out_indices=None, **overrides) -> ResNet:
     """ResNet-50; overrides: num_channels, norm_layer ("bn" | "frozen_bn"), frozen_stages,
-    replace_stride_with_dilation."""
-    valid = {"num_channels", "norm_layer", "frozen_stages", "replace_stride_with_dilation"}
+    replace_stride_with_dilation, grad_checkpointing (recompute each bottleneck in the backward)."""
+    valid = {"num_channels", "norm_layer", "frozen_stages", "replace_stride_with_dilation", "grad_checkpointing"}
     unknown = sorted(set(overrides) - valid)
     if unknown:
         raise TypeError(f"resnet50: unknown override(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")

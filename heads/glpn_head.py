@@ -35,6 +35,7 @@ from torch import nn
 
 from .inputs import check_features
 from .precision import float32
+from .recompute import recompute
 
 
 def _conv_bn_relu(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
@@ -195,10 +196,18 @@ class GLPNHead(nn.Module):
         self.depth = nn.Sequential(
             nn.Conv2d(decoder_dim, decoder_dim, 3, padding=1), nn.ReLU(), nn.Conv2d(decoder_dim, 1, 3, padding=1)
         )
+        self.grad_checkpointing = False  # recompute the decoder's activations in the backward
 
     def forward(self, features: Sequence[torch.Tensor], size: Sequence[int] | None = None) -> torch.Tensor:
         if not torch.compiler.is_compiling():  # eager inputs are checked; traced sizes are symbolic
             self._check(features, size)
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            depth = recompute(self, self._decode, *features)  # the full-resolution maps are recomputed, not kept
+        else:
+            depth = self._decode(*features)
+        return depth if size is None else _crop(depth, size)
+
+    def _decode(self, *features: torch.Tensor) -> torch.Tensor:
         x = None
         for stage, f in zip(self.stages, reversed(features)):
             local = stage.convolution(f)
@@ -213,7 +222,7 @@ class GLPNHead(nn.Module):
             x = F.relu_(_up2_conv3x3(_up2(x), conv1.weight, conv1.bias))  # full-res map as 2x2 phases at 1/2
             # float32 from the last conv on (under autocast too): bf16 depth would be rounded to 1/256 of itself
             depth = F.pixel_shuffle(torch.sigmoid(float32(_phase_conv3x3(x, conv2.weight, conv2.bias))).mul(self.max_depth), 2)
-        return depth if size is None else _crop(depth, size)
+        return depth
 
     def _check(self, features, size) -> None:
         check_features("GLPNHead", features, self.in_channels)

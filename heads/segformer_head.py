@@ -32,6 +32,7 @@ from torch import nn
 
 from .inputs import check_features
 from .precision import float32
+from .recompute import recompute
 
 
 class SegFormerHead(nn.Module):
@@ -60,6 +61,7 @@ class SegFormerHead(nn.Module):
         self.bn = nn.BatchNorm2d(embed_dim)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(embed_dim, num_classes, kernel_size=1)
+        self.grad_checkpointing = False  # recompute the decoder's activations in the backward
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -87,6 +89,12 @@ class SegFormerHead(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         check_features("SegFormerHead", features, self.in_channels)
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            # the stride-4 maps (accumulator, BN input, classifier input) are recomputed, not kept
+            return recompute(self, self._decode, *features)
+        return self._decode(*features)
+
+    def _decode(self, *features: torch.Tensor) -> torch.Tensor:
         weights, bias = self.composed_weights()
         fold_bn = not self.bn.training and self.bn.running_mean is not None
         if fold_bn:  # eval BatchNorm is a per-channel affine map: fold it into the linear part

@@ -5,7 +5,7 @@
     python tools/benchmark.py glpn      [--quick] [--markdown] [--repeats N]
     python tools/benchmark.py detr      [--quick] [--markdown] [--repeats N]
     python tools/benchmark.py msda      [--quick] [--markdown] [--repeats N]
-    python tools/benchmark.py train     [--quick] [--markdown] [--repeats N] [--amp bf16]
+    python tools/benchmark.py train     [--quick] [--markdown] [--repeats N] [--amp bf16] [--compile [MODE]]
     python tools/benchmark.py inference [--quick] [--markdown] [--repeats N] [--amp bf16]
 
 Each suite (a module in tools/benchmarks/; `train` times training steps) builds the reference models with random weights (their own init
@@ -24,6 +24,7 @@ import torch
 
 from benchmarks import backbone, classification, detr, glpn, inference, msda, segformer, train
 from benchmarks.common import TOLERANCE, environment
+from tasks.common.config import COMPILE_MODES
 
 SUITES = {
     "backbone": backbone.suite,
@@ -48,7 +49,11 @@ def main(argv=None) -> int:
         p.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (default 5)")
         p.add_argument("--only", default=None, metavar="TEXT", help=f"rows whose name contains TEXT ({', '.join(AMP_SUITES)})")
         p.add_argument("--amp", default="none", choices=("none", "bf16"), help=f"autocast of both sides ({', '.join(AMP_SUITES)})")
+        if name == "train":
+            p.add_argument("--compile", dest="compile_mode", nargs="?", const="default", default=None, metavar="MODE",
+                           choices=COMPILE_MODES, help="also time torch.compile'd steps of both sides (mode: default)")
     args = parser.parse_args(argv)
+    args.compile = getattr(args, "compile_mode", None) is not None
     for option in ("amp", "only"):
         if getattr(args, option) not in ("none", None) and args.suite not in AMP_SUITES:
             parser.error(f"--{option} is supported by {', '.join(AMP_SUITES)}, not {args.suite}")

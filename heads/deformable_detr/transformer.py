@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..precision import float32
+from ..recompute import recompute
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import PositionEmbeddingSine, box_sine_embedding
 
@@ -147,6 +148,7 @@ class DeformableEncoder(nn.Module):
     def __init__(self, layer: DeformableEncoderLayer, num_layers: int):
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.grad_checkpointing = False  # recompute each layer's activations (all tokens x levels) in the backward
 
     @staticmethod
     def reference_points(spatial_shapes: Sequence[tuple[int, int]], ratios: torch.Tensor) -> torch.Tensor:
@@ -168,8 +170,12 @@ class DeformableEncoder(nn.Module):
     def forward(self, src, pos, spatial_shapes, ratios, padding_mask):
         """``src``, ``pos``: [B, S, C]; ``ratios``: [B, L, 2]; ``padding_mask``: [B, S] -> memory [B, S, C]."""
         reference_points = self.reference_points(spatial_shapes, ratios)
+        use_checkpoint = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            src = layer(src, pos, reference_points, spatial_shapes, padding_mask)
+            if use_checkpoint:
+                src = recompute(layer, layer, src, pos, reference_points, spatial_shapes, padding_mask)
+            else:
+                src = layer(src, pos, reference_points, spatial_shapes, padding_mask)
         return src
 
 

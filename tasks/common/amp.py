@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 from contextlib import ExitStack, nullcontext
+from pathlib import Path
 
 import torch
 
@@ -48,6 +49,43 @@ def autocast(amp: str | None, device: torch.device | str):
     if amp == "none":
         return nullcontext()
     return torch.autocast(torch.device(device).type, dtype=_DTYPES[amp])
+
+
+# CPU flags of native bf16 arithmetic (x86: AVX512-BF16 dot products, AMX tiles; Arm: the BF16 extension).
+# Without them oneDNN emulates bf16 through fp32 with conversions, and a bf16 step is slower than fp32's.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str] | None:
+    """The native-bf16 flags this CPU reports (``[]``: none), or None where ``cpuinfo`` cannot be read (not
+    Linux): then the capability is unknown."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86 / Arm
+            flags.update(value.split())
+    return [f for f in BF16_FLAGS if f in flags]
+
+
+def bf16_capability(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """One phrase for reports: ``native bf16 (avx512_bf16)``, ``no native bf16 (emulated)`` or ``unknown``."""
+    flags = cpu_bf16_flags(cpuinfo)
+    if flags is None:
+        return "bf16 capability unknown"
+    return f"native bf16 ({', '.join(flags)})" if flags else "no native bf16 (emulated)"
+
+
+def slow_bf16_warning(amp: str | None, device: torch.device | str, cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The one start-up warning line for bf16 autocast on a CPU without native bf16, else None."""
+    if amp != "bf16" or torch.device(device).type != "cpu" or cpu_bf16_flags(cpuinfo) != []:
+        return None
+    return ("WARNING: runtime.amp='bf16' on a CPU without native bf16 instructions (no avx512_bf16 / amx_bf16 in "
+            "/proc/cpuinfo): bf16 is emulated through fp32 conversions, so training and evaluation will be slower "
+            "than fp32; use runtime.amp=None on this machine")
 
 
 def _to_float(value):

@@ -20,6 +20,7 @@ from typing import Any
 
 
 LOGGERS = ("tensorboard",)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 class ConfigError(ValueError):
@@ -72,6 +73,12 @@ class RuntimeConfig:
     # Experiment trackers besides log.jsonl and curves.png: ("tensorboard",) writes <work dir>/tensorboard/
     # (pip install "densepred[tensorboard]").
     loggers: tuple[str, ...] = ()
+    # torch.compile of the task model (tasks/common/compile.py): None (eager) or a torch.compile mode; eager
+    # stays the default because compiling pays only where the step is long enough (BENCHMARKS.md).
+    compile: str | None = None
+    # Recompute activations in the backward instead of keeping them (backbone blocks, the heads' heavy parts):
+    # less memory, about one more forward's time, the same gradients.
+    activation_checkpointing: bool = False
 
 
 @dataclass
@@ -225,6 +232,11 @@ def validate(cfg: Config) -> None:
     unknown = [name for name in cfg.runtime.loggers if name not in LOGGERS]
     if not isinstance(cfg.runtime.loggers, tuple) or unknown:
         raise ConfigError(f"runtime.loggers must be a tuple of {', '.join(map(repr, LOGGERS))}, got {cfg.runtime.loggers!r}")
+    if cfg.runtime.compile is not None and cfg.runtime.compile not in COMPILE_MODES:
+        raise ConfigError(f"runtime.compile must be None (eager) or one of {', '.join(map(repr, COMPILE_MODES))}, "
+                          f"got {cfg.runtime.compile!r}")
+    if not isinstance(cfg.runtime.activation_checkpointing, bool):
+        raise ConfigError(f"runtime.activation_checkpointing must be True or False, got {cfg.runtime.activation_checkpointing!r}")
 
 
 def _check_length(sched: ScheduleConfig) -> None:

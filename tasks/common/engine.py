@@ -27,6 +27,7 @@ from tqdm import tqdm
 from . import amp
 from . import checkpoint as ckpt
 from .check_data import preflight
+from .compile import apply_runtime, compile_log
 from .config import Config, ConfigError, to_dict, validate
 from .samplers import ShardSampler, TrainSampler
 from .distributed import (
@@ -278,6 +279,7 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> 
     if resume is None:
         check_new_run(work_dir, restart)  # every rank reads the folder before rank 0 changes anything
     info, train_loader, val_loader, model, optimizer, scheduler, scaler = _build(task, cfg)
+    compiled = apply_runtime(model, cfg.runtime, info.device, tqdm.write if info.is_main else None)
     start, best, evaluate_first = 0, None, False
     _seed(cfg.runtime.seed + info.rank)  # dropout / drop-path differ between ranks
     if resume is not None:
@@ -326,7 +328,8 @@ def _fit(task, cfg: Config, work_dir: Path, resume, restart: bool, pictures) -> 
                     raise _non_finite(bad, run)
                 if log_now:
                     meter.reset()
-                    _log_train(log, bar, info, done, lr, means, (time.perf_counter() - tic) / (done - start))
+                    _log_train(log, bar, info, done, lr, {**means, **compile_log(compiled)},
+                               (time.perf_counter() - tic) / (done - start))
                     if tb is not None:
                         tb.train(done, lr, means)
             if evaluate_now:
@@ -519,6 +522,7 @@ def _evaluate_checkpoint(task, cfg: Config, checkpoint: str | Path, work_dir: Pa
     except (RuntimeError, KeyError, EOFError) as e:  # what torch raises for a file it cannot parse
         raise ValueError(f"cannot load {checkpoint}: {e}") from e
     model = model.to(info.device)
+    apply_runtime(model, cfg.runtime, info.device, print if info.is_main else None)
     own, described = getattr(model, "preprocessing", None), task.preprocessing()
     if own is not None and described is not None and own != described and info.is_main:
         print(f"note: the config's data section describes preprocessing {_differences(described, own)}; "

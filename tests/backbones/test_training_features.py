@@ -1,4 +1,5 @@
 """Training-time behaviour: gradients, stochastic depth, frozen stages, activation checkpointing."""
+import pytest
 import torch
 
 from backbones import build_backbone
@@ -67,3 +68,22 @@ def test_activation_checkpointing_gives_the_same_gradients():
         grads.append([p.grad for p in model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm_layer", ["bn", "frozen_bn"])
+def test_resnet_checkpointing_gives_the_same_gradients_and_statistics(norm_layer):
+    """Recomputed bottlenecks: the same gradients, bit for bit, and training batch norms update their running
+    statistics once (the recomputation must not move them again)."""
+    x = torch.randn(2, 3, 32, 32)  # the smallest input; batch 2 for BN at stride 32
+    runs = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = build_backbone("resnet50", out_indices=ALL, norm_layer=norm_layer, grad_checkpointing=ckpt).train()
+        _loss(model(x)).backward()
+        runs.append(({n: p.grad for n, p in model.named_parameters()}, dict(model.named_buffers())))
+    (grads, buffers), (grads_ckpt, buffers_ckpt) = runs
+    assert grads.keys() == grads_ckpt.keys()
+    for name in grads:
+        assert torch.equal(grads[name], grads_ckpt[name]), name
+    for name in buffers:
+        assert torch.equal(buffers[name], buffers_ckpt[name]), name

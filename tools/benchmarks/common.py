@@ -12,6 +12,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from tasks.common.amp import bf16_capability
+
 TOLERANCE = 1e-4
 
 
@@ -26,7 +28,7 @@ def import_references():
 
 
 def environment() -> str:
-    """One line: library versions, threads and CPU model."""
+    """One line: library versions, threads, CPU model and its bf16 capability (every bf16 figure is read with it)."""
     timm, transformers = import_references()
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
@@ -34,7 +36,7 @@ def environment() -> str:
     cpu = models[0] if models else platform.processor() or "unknown"
     return (
         f"torch {torch.__version__} | timm {timm.__version__} | transformers {transformers.__version__} | "
-        f"threads {torch.get_num_threads()} | CPU: {cpu} | Python {platform.python_version()}"
+        f"threads {torch.get_num_threads()} | CPU: {cpu}, {bf16_capability()} | Python {platform.python_version()}"
     )
 
 

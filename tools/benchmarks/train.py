@@ -25,7 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from backbones import build_backbone
 
 from . import backbone, detr, glpn, segformer
-from tasks.common.amp import autocast
+from tasks.common.amp import autocast, bf16_capability
+from tasks.common.compile import set_activation_checkpointing
+from tasks.common.optim import adam_implementation
 
 from . import classification
 from .common import TOLERANCE, gflops, ratio, repeats_of, table, time_interleaved
@@ -46,7 +48,8 @@ class Side:
     def __post_init__(self):
         self.model.train()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=1e-6, weight_decay=0.01)
+        # Both sides take the update our training uses (tasks.common.optim: fused where the device has it).
+        self.optimizer = torch.optim.AdamW(trainable, lr=1e-6, weight_decay=0.01, **adam_implementation(trainable))
 
     def step(self, x: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -56,9 +59,10 @@ class Side:
         self.optimizer.step()
 
 
-def measure(side: Side, x: torch.Tensor, amp: str = "none") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(loss, input gradient, norm of all parameter gradients)`` of one forward + backward, nothing stepped."""
-    xg = x.clone().requires_grad_(True)
+def measure(side: Side, x: torch.Tensor, amp: str = "none", input_grad: bool = True):
+    """``(loss, input gradient or None, norm of all parameter gradients)`` of one forward + backward, nothing
+    stepped. A compiled side is measured without the input gradient (its graph is the timed step's)."""
+    xg = x.clone().requires_grad_(True) if input_grad else x
     with autocast(amp, "cpu"):
         loss = side.loss(xg)
     loss.backward()
@@ -69,7 +73,7 @@ def measure(side: Side, x: torch.Tensor, amp: str = "none") -> tuple[torch.Tenso
             groups[key] = groups[key] + p.grad.double() if key in groups else p.grad.double()
     norm = torch.sqrt(sum(g.pow(2).sum() for g in groups.values()))
     side.model.zero_grad(set_to_none=True)
-    return loss.detach().double(), xg.grad.double(), norm
+    return loss.detach().double(), xg.grad.double() if input_grad else None, norm
 
 
 def _relative(a, b) -> float:
@@ -112,6 +116,15 @@ def peak_mb(side: Side, x: torch.Tensor) -> float:
         side.step(x)
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
     return max(itertools.accumulate(n for _, n in events), default=0) / 2**20
+
+
+def checkpointed_peak_mb(side: Side, x: torch.Tensor) -> float:
+    """``peak_mb`` with ``runtime.activation_checkpointing`` on (every recomputable part of the model)."""
+    set_activation_checkpointing(side.model, True)
+    try:
+        return peak_mb(side, x)
+    finally:
+        set_activation_checkpointing(side.model, False)
 
 
 def gemm_gflops_per_s(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
@@ -230,25 +243,29 @@ def train_row(name: str, build: Callable, repeats: int, amp: str, rates: dict[st
         checks += [f"{lo:.1e} / {go:.1e}", f"{lh:.1e} / {gh:.1e}"]
     ours.amp = ref.amp = amp
     ms = time_interleaved({"ours": lambda: ours.step(x), "hf": lambda: ref.step(x)}, repeats, warmup=1)
-    mem = {"ours": peak_mb(ours, x), "hf": peak_mb(ref, x)}
+    mem = {"ours": peak_mb(ours, x), "hf": peak_mb(ref, x), "ckpt": checkpointed_peak_mb(ours, x)}
     rate = step_gflops(ours, x, amp) / (ms["ours"] / 1e3)
     row = [name, f"{ms['ours']:.0f}", f"{ms['hf']:.0f}", ratio(ms, "hf"), f"{mem['ours']:.0f}", f"{mem['hf']:.0f}",
-           f"{mem['ours'] / mem['hf']:.2f}×", f"{rate:.0f}", f"{rate / rates[amp]:.0%}", *checks,
+           f"{mem['ours'] / mem['hf']:.2f}×", f"{mem['ckpt']:.0f}", f"{mem['ckpt'] / mem['hf']:.2f}×", f"{rate:.0f}",
+           f"{rate / rates[amp]:.0%}", *checks,
            "OK" if ok else "MISMATCH"]
     return row, ok
 
 
 def suite(args) -> bool:
-    """Training steps ours vs HF with peak memory, batch-8 backbone inference, GEMM-rate shares; True if all agree."""
+    """Training steps ours vs HF with peak memory, batch-8 backbone inference, GEMM-rate shares; True if all agree.
+    ``--compile``: eager and compiled steps of both sides instead (``train_compile``)."""
+    from . import train_compile
+
     with torch.inference_mode(False):
-        return _suite(args)
+        return train_compile.suite(args) if args.compile else _suite(args)
 
 
 def _suite(args) -> bool:
     repeats, amp = repeats_of(args), args.amp
     rates = {"none": gemm_gflops_per_s(), "bf16": gemm_gflops_per_s(dtype=torch.bfloat16)}
     print(f"GEMM rate of this machine (torch.mm 2048×2048, median of 5, this run): fp32 {rates['none']:.0f} GFLOP/s, "
-          f"bf16 {rates['bf16']:.0f} GFLOP/s")
+          f"bf16 {rates['bf16']:.0f} GFLOP/s (CPU: {bf16_capability()})")
     rows, ok = [], True
     for name, (build, quick) in CASES.items():
         if args.only is not None and args.only not in name:
@@ -258,11 +275,11 @@ def _suite(args) -> bool:
         rows.append(row)
         ok &= row_ok
         print(f"  measured {' | '.join(map(str, row))}", file=sys.stderr)  # kept if a long run is cut short
-    precision = "fp32" if amp == "none" else f"{amp} autocast on both sides"
+    precision = "fp32" if amp == "none" else f"{amp} autocast on both sides; CPU: {bf16_capability()}"
     print(f"\n### Training step (forward + loss + backward + AdamW), {precision}: ours vs Hugging Face "
           f"(median of {repeats} runs)\n")
     header = ["training step", "ours ms", "HF ms", "vs HF", "ours peak MiB", "HF peak MiB", "memory ours/HF",
-              "ours GFLOP/s", f"of {'fp32' if amp == 'none' else amp} GEMM rate", "loss diff", "input-grad diff",
+              "ours checkpointed peak MiB", "checkpointed ours/HF", "ours GFLOP/s", f"of {'fp32' if amp == 'none' else amp} GEMM rate", "loss diff", "input-grad diff",
               "grad-norm diff"]
     if amp != "none":
         header += [f"ours {amp} vs fp32: loss / input grad", f"HF {amp} vs fp32: loss / input grad"]

@@ -20,6 +20,7 @@ class FakeModel:
     nan_at: int = -1  # the loss becomes NaN from this training step on
     sleep: float = 0.0  # seconds per training step, so a test can interrupt a run
     crash_at: int = -1  # the process "dies" (raises) at this training step
+    dropout: float = 0.2
 
 
 @dataclass
@@ -32,10 +33,10 @@ class FakeData:
 
 
 class Net(nn.Module):
-    def __init__(self, width: int):
+    def __init__(self, width: int, dropout: float = 0.2):
         super().__init__()
         self.config = {"width": width}
-        self.body = nn.Sequential(nn.Conv2d(3, width, 3), nn.BatchNorm2d(width), nn.ReLU(), nn.Dropout(0.2))
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3), nn.BatchNorm2d(width), nn.ReLU(), nn.Dropout(dropout))
         self.head = nn.Linear(width, 1)
 
     def forward(self, x):
@@ -72,7 +73,7 @@ class FakeTask(Task):
         self.nan_at, self.sleep, self.crash_at = cfg.model.nan_at, cfg.model.sleep, cfg.model.crash_at
 
     def build_model(self):
-        return Net(self.cfg.model.width)
+        return Net(self.cfg.model.width, self.cfg.model.dropout)
 
     def load_model(self, path):
         state = checkpoint.load(path)

@@ -95,3 +95,25 @@ def test_named_module_groups_declared_by_the_model():
     assert _group_of(groups, net.head[0].weight)["lr"] == 0.5
     assert _group_of(groups, net.backbone[2].weight)["lr"] == pytest.approx(0.1)
     assert _group_of(groups, net.head[1].weight)["lr"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam"])
+def test_adam_is_fused_on_cpu_and_steps_like_the_loop(name):
+    """The fused update (one kernel per parameter) against torch's per-tensor loop: the same formula, so the
+    parameters agree to float32 rounding after several steps. A regression whose gradients stay far from 0:
+    Adam's m / sqrt(v) turns rounding-level differences of a near-zero gradient into whole steps."""
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Linear(16, 1)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    cfg = OptimizerConfig(name=name, lr=1e-3, weight_decay=0.05)
+    fused = build_optimizer(nets[0], cfg)
+    assert all(g["fused"] for g in fused.param_groups)
+    loop = type(fused)(param_groups(nets[1], cfg), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, foreach=False)
+    x, y = torch.randn(64, 8), torch.randn(64, 1) + 3
+    for _ in range(5):
+        for net, opt in zip(nets, (fused, loop)):
+            (net(x) - y).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
