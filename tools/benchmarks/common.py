@@ -34,10 +34,22 @@ def environment() -> str:
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
     models = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
     cpu = models[0] if models else platform.processor() or "unknown"
+    versions = {"torch": torch.__version__, "timm": timm.__version__, "transformers": transformers.__version__}
     return (
-        f"torch {torch.__version__} | timm {timm.__version__} | transformers {transformers.__version__} | "
+        " | ".join(f"{name} {v}" for name, v in versions.items()) + f" ({pinned_or_not(versions)}) | "
         f"threads {torch.get_num_threads()} | CPU: {cpu}, {bf16_capability()} | Python {platform.python_version()}"
     )
+
+
+def pinned_or_not(versions: dict[str, str]) -> str:
+    """Whether ``versions`` are those constraints.txt pins (the versions the parity tests are verified with)."""
+    path = Path(__file__).resolve().parents[2] / "constraints.txt"
+    if not path.exists():
+        return "constraints.txt not found"
+    pins = dict(line.split("==", 1) for line in path.read_text().split() if "==" in line)
+    differ = [f"{name} {v} (pinned {pins[name]})" for name, v in versions.items()
+              if name in pins and v.split("+")[0] != pins[name]]
+    return "not the pinned versions: " + ", ".join(differ) if differ else "as pinned in constraints.txt"
 
 
 def perturb(module: torch.nn.Module, scale: float = 0.05) -> torch.nn.Module:
