@@ -8,7 +8,7 @@ from tasks.depth.model import GLPN
 from tasks.detection.model import DeformableDETR
 from tasks.segmentation.model import SegFormer
 from tests.hubcache import cache_folder, use_cache
-from tests.utils import assert_same_depth, assert_same_logits, perturb
+from tests.utils import PARITY_ATOL, assert_same_depth, assert_same_logits, perturb
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("huggingface_hub")
@@ -46,8 +46,8 @@ def test_deformable_detr(tmp_path, monkeypatch, name):
     x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
         a, b = ours(x), ref(pixel_values=x)
-    torch.testing.assert_close(a["pred_logits"], b.logits, atol=1e-4, rtol=0)
-    torch.testing.assert_close(a["pred_boxes"], b.pred_boxes, atol=1e-4, rtol=0)
+    torch.testing.assert_close(a["pred_logits"], b.logits, atol=PARITY_ATOL, rtol=0)
+    torch.testing.assert_close(a["pred_boxes"], b.pred_boxes, atol=PARITY_ATOL, rtol=0)
 
 
 def test_uncached_id(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tasks.classification import ImageClassifier, imagenet_classes
-from tests.utils import perturb
+from tests.utils import PARITY_ATOL, perturb
 
 transformers = pytest.importorskip("transformers")
 timm = pytest.importorskip("timm")
@@ -21,7 +21,7 @@ ARCH = {
 }
 
 
-def _assert_logits_close(ours, ref, x, atol=1e-4):
+def _assert_logits_close(ours, ref, x, atol=PARITY_ATOL):
     with torch.no_grad():
         a = ours(x)
         b = ref(x)

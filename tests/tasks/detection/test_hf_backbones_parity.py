@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tasks.detection.model import DeformableDETR
-from tests.utils import DETR_VARIANTS, perturb
+from tests.utils import DETR_VARIANTS, PARITY_ATOL, perturb
 
 transformers = pytest.importorskip("transformers")
 
@@ -39,7 +39,7 @@ def _check(tmp_path, backbone_config, **config):
         with torch.no_grad():
             a, b = ours(x), ref(pixel_values=x)
         err = max((a["pred_logits"] - b.logits).abs().max().item(), (a["pred_boxes"] - b.pred_boxes).abs().max().item())
-        assert err <= 1e-4, f"{tuple(x.shape)}: max abs diff {err:.3g}"
+        assert err <= PARITY_ATOL, f"{tuple(x.shape)}: max abs diff {err:.3g}"
     return ours
 
 
