@@ -118,3 +118,21 @@ def test_file_without_our_metadata_and_truncated_file(tmp_path_factory, tmp_path
     assert infer_cli.main(["--onnx", str(tmp_path / "cut.onnx"), str(image), "--out", str(tmp_path / "p")]) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a readable ONNX model" in err and "Traceback" not in err
+
+
+def test_padded_batch_of_mixed_sizes_runs_per_size(tmp_path_factory):
+    """The detector's evaluation batches: padded images of two sizes give PyTorch's outputs for each image
+    (the file runs each size group unpadded; the detector is batch-invariant). Tolerance: the export check's."""
+    from tasks.common.onnx_eval import onnx_model
+    from tests.tasks.common.test_export import exported as exported_model
+
+    model, path = exported_model("detection_refine", tmp_path_factory)
+    stand_in = onnx_model(path)
+    assert stand_in.num_classes == model.num_classes and not list(stand_in.parameters())
+    x = torch.randn(3, 3, 128, 160)
+    mask = torch.zeros(3, 128, 160, dtype=torch.long)
+    mask[0, :96, :128] = mask[1] = mask[2, :96, :128] = 1
+    with torch.inference_mode():
+        ours, theirs = model(x, mask), stand_in(x, mask)
+    for key in ("pred_logits", "pred_boxes"):
+        torch.testing.assert_close(theirs[key], ours[key], atol=1e-4, rtol=1e-4)
