@@ -41,15 +41,15 @@ def main(argv=None) -> int:
         from tasks.common.export import check_output, export_onnx, require
 
         require("onnx", "onnxruntime", "onnxscript")
-        _check_int8_args(args)
+        from tasks.common.quantize import check_int8_options, export_int8_for_config
+
+        check_int8_options(args.int8, args.config, args.calib_images, args.cfg_options, args.backbone)
         check_output(args.output)  # a read-only folder is one line before any work
         model = _load(args.checkpoint, args.backbone)
         height, width = _size(model, args.height, args.width)
         options = dict(height=height, width=width, opset=args.opset, sampler="gather" if args.no_grid_sample else None,
                        tolerance=args.tolerance)
         if args.int8:
-            from tasks.common.quantize import export_int8_for_config
-
             print(export_int8_for_config(model, args.output, args.config, args.cfg_options,
                                          calib_images=args.calib_images or 64, **options))
         else:
@@ -57,15 +57,6 @@ def main(argv=None) -> int:
         return 0
 
     return run(export, failures=(WriteError,))
-
-
-def _check_int8_args(args) -> None:
-    if args.int8 and args.config is None:
-        raise ValueError("--int8 needs --config CONFIG: its training set calibrates the INT8 model")
-    if not args.int8 and (args.config is not None or args.calib_images is not None or args.cfg_options):
-        raise ValueError("--config, --calib-images and --cfg-options go with --int8")
-    if args.int8 and args.backbone is not None:
-        raise ValueError("--int8 quantizes task models (a checkpoint with a config), not a bare --backbone")
 
 
 def _load(checkpoint: str, backbone: str | None):

@@ -187,6 +187,16 @@ def export_int8(model: nn.Module, output: str | os.PathLike, calibration: Sequen
     return Int8Exported(output, spec.metric, value, spec.bar, len(keep), len(calibration))
 
 
+def check_int8_options(int8: bool, config, calib_images, cfg_options, backbone) -> None:
+    """``tools/export.py``'s INT8 options fit together (before any model is read)."""
+    if int8 and config is None:
+        raise ValueError("--int8 needs --config CONFIG: its training set calibrates the INT8 model")
+    if not int8 and (config is not None or calib_images is not None or cfg_options):
+        raise ValueError("--config, --calib-images and --cfg-options go with --int8")
+    if int8 and backbone is not None:
+        raise ValueError("--int8 quantizes task models (a checkpoint with a config), not a bare --backbone")
+
+
 def export_int8_for_config(model: nn.Module, output: str | os.PathLike, config: str, cfg_options: Sequence[str] = (),
                            *, calib_images: int = 64, **options) -> Int8Exported:
     """``export_int8`` calibrated on ``calib_images`` images of ``config``'s training set and checked on its
