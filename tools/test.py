@@ -1,9 +1,10 @@
 """Evaluate a checkpoint on a config's validation set, print the metric table and write it as JSON.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options KEY=VALUE ...]
+    python tools/test.py CONFIG CHECKPOINT|MODEL.onnx [--work-dir DIR] [--cfg-options KEY=VALUE ...]
 
 CHECKPOINT: best.pth / last.pth written by tools/train.py, or a Hugging Face model folder of the task's
-model class. Metrics go to <work dir>/test_metrics.json (default work_dirs/<config stem>/). Evaluation uses the
+model class; or an ONNX file written by tools/export.py, run with ONNX Runtime (the CUDA provider where
+available) through the same evaluator and the file's own preprocessing. Metrics go to <work dir>/test_metrics.json (default work_dirs/<config stem>/). Evaluation uses the
 checkpoint's own preprocessing; when the config's data section describes another, one line says so.
 
 The evaluation locks the work dir as training does: into the work dir of a live training or of another
@@ -21,7 +22,7 @@ from tasks.common.samples import DataError
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate a checkpoint.")
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint or an exported ONNX file.")
     parser.add_argument("config")
     parser.add_argument("checkpoint")
     parser.add_argument("--work-dir", default=None)
@@ -31,7 +32,12 @@ def main(argv=None) -> int:
 
     def test() -> int:
         cfg, task = config_and_task(args.config, args.cfg_options)
-        metrics = evaluate_checkpoint(task, cfg, args.checkpoint, out)
+        if args.checkpoint.endswith(".onnx"):
+            from tasks.common.onnx_eval import evaluate_onnx
+
+            metrics = evaluate_onnx(task, cfg, args.checkpoint, out)
+        else:
+            metrics = evaluate_checkpoint(task, cfg, args.checkpoint, out)
         if init_distributed(cfg.runtime.device).is_main:
             print(task.metrics_table(metrics))
             print(f"metrics written to {out / 'test_metrics.json'}")

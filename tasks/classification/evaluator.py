@@ -88,3 +88,10 @@ class Accuracy:
         if self.per_class:
             out["per_class"] = [float(v) for v in counts[:, 1] / counts[:, 0]]  # 0/0 -> NaN: class without images
         return out
+
+
+def top1_agreement(first: list, second: list) -> float:
+    """The share of images whose most probable class is the same in two lists of class probabilities ``[K]``
+    (e.g. an fp32 and an INT8 model's, ``tools/export.py --int8``)."""
+    same = [int(torch.as_tensor(a).argmax()) == int(torch.as_tensor(b).argmax()) for a, b in zip(first, second)]
+    return sum(same) / max(1, len(same))

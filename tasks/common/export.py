@@ -18,6 +18,7 @@ names and the model config are stored as JSON in the file's ``metadata_props`` (
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import WriteError
 from .preprocess import Preprocessing
 from .registry import get_task_spec, import_task, list_tasks
 
@@ -57,8 +59,17 @@ class Exported:
                 f"(max difference {self.max_difference:.2g})")
 
 
+@dataclass(frozen=True)
+class ExportBenchmark:
+    """A task's deployment benchmark (``TaskSpec.benchmark``): its recipe's model (the model class's constructor
+    arguments) and evaluation input size (h, w), timed by ``tools/benchmarks/export.py``."""
+
+    model: dict
+    size: tuple[int, int]
+
+
 class ExportError(ValueError):
-    """The exported file does not reproduce PyTorch (it has been deleted)."""
+    """The exported file does not reproduce PyTorch (it was not kept)."""
 
 
 def require(*modules: str) -> None:
@@ -154,27 +165,69 @@ def export_onnx(
 ) -> Exported:
     """Write ``model`` to ``output`` (.onnx) and check it: ONNX Runtime vs PyTorch at ``check_sizes``
     ((batch, h, w) each; default ``default_check_sizes(height, width)``), within ``tolerance`` (absolute and
-    relative). A file that fails the check is deleted and an ``ExportError`` says where it differs."""
+    relative). The file is written under a temporary name in the same folder and renamed into place only once
+    checked, so a failed export (an ``ExportError`` saying where it differs, or a ``WriteError`` naming the file
+    and the cause, e.g. a full disk) leaves no partial file and an earlier ``output`` byte-identical."""
+    output = check_output(output)
+    tmp = temp_path(output)
+    try:
+        exported = write_checked(model, tmp, output, height=height, width=width, opset=opset, sampler=sampler,
+                                 check_sizes=check_sizes, tolerance=tolerance)
+        replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dataclasses.replace(exported, path=output)
+
+
+def check_output(output: str | os.PathLike) -> Path:
+    """``output`` as a Path once it ends in .onnx and its folder takes a new file (checked before minutes of
+    export work: a missing or read-only folder is one line now, not after the export)."""
     require("onnx", "onnxruntime", "onnxscript")
     output = Path(output)
     if output.suffix != ".onnx":
         raise ValueError(f"export: OUTPUT must end in .onnx, got {str(output)!r}")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"export: the folder of OUTPUT does not exist: {output.parent}")
+    probe = temp_path(output)
+    try:
+        probe.open("wb").close()
+    except OSError as e:
+        raise WriteError(output, e) from e
+    probe.unlink()
+    return output
+
+
+def temp_path(output: Path, part: str = "") -> Path:
+    """The temporary name beside ``output`` (``.<name><part>.tmp<pid>``: ``remove_stale_temps`` knows it)."""
+    return output.with_name(f".{output.name}{part}.tmp{os.getpid()}")
+
+
+def replace(tmp: Path, output: Path) -> None:
+    """Rename the checked ``tmp`` over ``output`` (atomic in one folder); an OSError is a ``WriteError``."""
+    try:
+        os.replace(tmp, output)
+    except OSError as e:
+        raise WriteError(output, e) from e
+
+
+def write_checked(model: nn.Module, path: Path, name: Path, *, height: int, width: int, opset: int = 18,
+                  sampler: str | None = None, check_sizes: Sequence[tuple[int, int, int]] | None = None,
+                  tolerance: float = 1e-4) -> Exported:
+    """Export ``model`` to ``path`` (a temporary file) and check it (see ``export_onnx``); errors name ``name``,
+    the file the user asked for."""
     program, kind = export_program(model, height, width, sampler=sampler)
     onnx_program = torch.onnx.export(
         program, input_names=["pixel_values"], output_names=list(output_names(model, kind)),
         opset_version=opset, dynamo=True, verbose=False,
     )
     onnx_program.model.metadata_props.update(metadata(model, kind, sampler=sampler, opset=opset))
-    onnx_program.save(output, external_data=False)
-    sizes = tuple(check_sizes or default_check_sizes(height, width))
     try:
-        worst = verify(output, model, sizes, tolerance=tolerance)
-    except BaseException:
-        output.unlink(missing_ok=True)
-        raise
-    return Exported(output, kind, output_names(model, kind), sizes, worst)
+        onnx_program.save(path, external_data=False)
+    except OSError as e:  # a full disk: the name the user gave, and the cause
+        raise WriteError(name, e) from e
+    sizes = tuple(check_sizes or default_check_sizes(height, width))
+    worst = verify(path, model, sizes, tolerance=tolerance, name=name)
+    return Exported(path, kind, output_names(model, kind), sizes, worst)
 
 
 def default_check_sizes(height: int, width: int) -> list[tuple[int, int, int]]:
@@ -185,10 +238,12 @@ def default_check_sizes(height: int, width: int) -> list[tuple[int, int, int]]:
 
 
 def verify(path: str | os.PathLike, model: nn.Module, sizes: Sequence[tuple[int, int, int]], *,
-           tolerance: float = 1e-4, seed: int = 0) -> float:
+           tolerance: float = 1e-4, seed: int = 0, name: str | os.PathLike | None = None) -> float:
     """Run the ONNX file and PyTorch on random inputs of each (batch, h, w); returns the largest difference,
-    or raises ``ExportError`` naming the output and size where ``|onnx - torch| > tol + tol * |torch|``."""
+    or raises ``ExportError`` naming the output and size where ``|onnx - torch| > tol + tol * |torch|`` (and
+    ``name``, default ``path``)."""
     session = onnx_session(path)
+    name = name or path
     graph = ExportGraph(model.eval(), model_kind(model))
     generator = torch.Generator().manual_seed(seed)
     worst = 0.0
@@ -197,22 +252,25 @@ def verify(path: str | os.PathLike, model: nn.Module, sizes: Sequence[tuple[int,
         with torch.inference_mode():
             expected = [t.float().cpu().numpy() for t in graph(x.to(next(model.parameters()).device))]
         got = session.run(None, {"pixel_values": x.numpy()})
-        for name, a, b in zip([o.name for o in session.get_outputs()], got, expected):
+        for out, a, b in zip([o.name for o in session.get_outputs()], got, expected):
             if a.shape != b.shape:
-                raise ExportError(f"{path}: output {name} has shape {a.shape} at input {(batch, 3, h, w)}, PyTorch {b.shape}")
+                raise ExportError(f"{name}: output {out} has shape {a.shape} at input {(batch, 3, h, w)}, PyTorch {b.shape}")
             excess = np.abs(a - b) - tolerance * (1 + np.abs(b))
             worst = max(worst, float(np.abs(a - b).max()))
             if not np.isfinite(a).all() or excess.max() > 0:
                 raise ExportError(
-                    f"{path}: ONNX Runtime differs from PyTorch by {float(np.abs(a - b).max()):.3g} in {name} at input "
-                    f"{(batch, 3, h, w)} (tolerance {tolerance:g}); the file was not kept"
+                    f"{name}: ONNX Runtime differs from PyTorch by {float(np.abs(a - b).max()):.3g} in {out} at input "
+                    f"{(batch, 3, h, w)} (tolerance {tolerance:g}); not written (an earlier file of that name is unchanged)"
                 )
     return worst
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None):
+def onnx_session(path: str | os.PathLike, threads: int | None = None, providers: Sequence | None = None):
+    """An ONNX Runtime session for ``path`` (``providers``: default the CPU); a file that is not a readable ONNX
+    model (truncated, another format) is one ValueError naming it."""
     require("onnxruntime")
     import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"ONNX file not found: {path}")
@@ -221,12 +279,17 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+    except (state.InvalidProtobuf, state.InvalidGraph, state.Fail, state.NoSuchFile, state.InvalidArgument) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path} is not a readable ONNX model (truncated or another format?): {reason}") from e
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The ``densepred`` JSON stored by ``export_onnx`` (task, outputs, preprocessing, class_names, config)."""
-    props = onnx_session(path).get_modelmeta().custom_metadata_map
+def read_metadata(path: str | os.PathLike, session=None) -> dict:
+    """The ``densepred`` JSON stored by ``export_onnx`` (task, outputs, preprocessing, class_names, config),
+    read through ``session`` when one is open for ``path``."""
+    props = (session or onnx_session(path)).get_modelmeta().custom_metadata_map
     if "densepred" not in props:
         raise ValueError(f"{path}: no densepred metadata (not written by tools/export.py)")
     return json.loads(props["densepred"])
@@ -264,10 +327,11 @@ class OnnxPredictor:
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         self.path = Path(path)
-        info = read_metadata(path)
+        session = onnx_session(path, threads)
+        info = read_metadata(path, session)
         if info["task"] != BACKBONE and not import_task(info["task"], info.get("module")):
             raise ValueError(f"{path}: task {info['task']!r} is not registered (registered: {', '.join(list_tasks())})")
-        self.module = _OnnxModule(onnx_session(path, threads), info)
+        self.module = _OnnxModule(session, info)
         self.task = self.module.task
         self.class_names = self.module.class_names
         self.preprocessing = self.module.preprocessing

@@ -13,6 +13,8 @@ A task is one package under ``tasks/`` (or anywhere importable). Its ``__init__.
         summarize=summarize_samples,              # check_data's per-split "sizes and targets" column
         published=PUBLISHED,                      # short name -> PublishedModel (the model zoo)
         predict_options=("flip",),                # tools/infer.py options passed to model.predict
+        int8=Int8Spec(pixel_agreement, "pixel agreement", 0.95),  # --int8: the check and what stays float
+        benchmark=ExportBenchmark({"backbone": "pvt_v2_b2", "num_classes": 150}, (512, 512)),  # benchmarks.export
     ))
 
 and ``tasks/__init__.py`` imports the package (one line). That is all adding a task takes: no table keyed
@@ -44,6 +46,10 @@ Fields (all but ``name``, ``task`` and ``model`` optional):
 - ``published``: ``{short name: tasks.common.zoo.PublishedModel}``, names ``from_pretrained`` accepts.
 - ``predict_options`` / ``picture_options``: the ``tools/infer.py`` options (``flip``, ``threshold``) this task
   passes to ``model.predict`` / to ``picture``; an option the task does not take is refused in one line.
+- ``int8``: ``tasks.common.quantize.Int8Spec``: ``tools/export.py --int8``'s agreement check against fp32 (metric
+  and bar) and what stays in float (op types, module paths); None: the task has no INT8 export.
+- ``benchmark``: ``tasks.common.export.ExportBenchmark``: the recipe's model (constructor arguments) and input
+  size that ``tools/benchmarks/export.py`` times.
 """
 from __future__ import annotations
 
@@ -54,6 +60,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:
     from .check_data import DataChecks, Release
+    from .export import ExportBenchmark
+    from .quantize import Int8Spec
     from .zoo import PublishedModel
 
 
@@ -73,6 +81,8 @@ class TaskSpec:
     published: Mapping[str, "PublishedModel"] = field(default_factory=dict)
     predict_options: tuple[str, ...] = ()
     picture_options: tuple[str, ...] = ()
+    int8: "Int8Spec | None" = None
+    benchmark: "ExportBenchmark | None" = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():

@@ -1,9 +1,11 @@
 """Monocular depth: GLPN on any registered backbone, NYU Depth v2 data, the standard depth metrics."""
 from tasks.common.check_data import Release
+from tasks.common.export import ExportBenchmark
+from tasks.common.quantize import Int8Spec
 from tasks.common.registry import TaskSpec, register_task
 
 from .datasets import NYUDepthV2, summarize_samples
-from .evaluator import DepthMetrics
+from .evaluator import DepthMetrics, relative_difference
 from .inference import predict_depth
 from .losses import silog_loss
 from .model import GLPN
@@ -26,4 +28,8 @@ register_task(TaskSpec(
     summarize=summarize_samples,
     published=PUBLISHED,
     predict_options=("flip",),
+    # the last convolutions and the sigmoid that scale depth to metres stay float: they set the output directly
+    int8=Int8Spec(relative_difference, "depth relative difference", 0.03, higher_is_better=False,
+                  float_modules=("head.depth*",)),
+    benchmark=ExportBenchmark({"backbone": "pvt_v2_b4"}, (480, 640)),  # NYU Depth v2
 ))

@@ -193,3 +193,14 @@ class DepthMetrics:
             )
         means = totals[: len(METRIC_KEYS)] / images if images else torch.full((len(METRIC_KEYS),), math.nan)
         return {key: float(value) for key, value in zip(METRIC_KEYS, means)}
+
+
+def relative_difference(first: list, second: list) -> float:
+    """Mean over images of ``mean(|b - a| / a)`` over the pixels where depth map ``a`` is positive: how far a
+    second model's depth (e.g. INT8) is from a first's (fp32) on the same images (``tools/export.py --int8``)."""
+    errors = []
+    for a, b in zip(first, second):
+        a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+        valid = a > 0
+        errors.append(float(((b - a).abs()[valid] / a[valid]).mean()) if valid.any() else 0.0)
+    return float(np.mean(errors)) if errors else 0.0

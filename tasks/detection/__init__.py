@@ -1,9 +1,11 @@
 """Object detection: Deformable-DETR on any registered backbone, COCO-format data, COCO evaluation."""
 from tasks.common.check_data import Release
+from tasks.common.export import ExportBenchmark
+from tasks.common.quantize import Int8Spec
 from tasks.common.registry import TaskSpec, register_task
 
 from .datasets import CocoDetection, summarize_samples
-from .evaluator import CocoEvaluator
+from .evaluator import CocoEvaluator, box_agreement
 from .losses import SetCriterion
 from .matcher import HungarianMatcher
 from .model import DeformableDETR
@@ -33,4 +35,11 @@ register_task(TaskSpec(
     summarize=summarize_samples,
     published=PUBLISHED,
     picture_options=("threshold",),
+    # boxes, reference points and sampling locations are regressed coordinates: int8 steps move them, and the
+    # deformable sampling (GridSample / gathers) is not quantized; the class head is tiny
+    int8=Int8Spec(box_agreement, "box/score agreement", 0.8,
+                  float_ops=("Softmax", "LayerNormalization", "GridSample"),
+                  float_modules=("*sampling_offsets", "*attention_weights", "*reference_points", "*bbox_embed*",
+                                 "*class_embed*")),
+    benchmark=ExportBenchmark({"backbone": "pvt_v2_b2", "num_classes": 91}, (512, 672)),  # a COCO photo, short side 512
 ))

@@ -192,3 +192,26 @@ def _per_class_ap(coco_eval: COCOeval) -> dict[int, float]:
         p = precision[:, :, k]
         out[int(category)] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
     return out
+
+
+def box_agreement(first: list, second: list, *, min_score: float = 0.3, top: int = 5, iou: float = 0.8,
+                  score_gap: float = 0.1) -> float:
+    """How well a second model's detections (e.g. INT8) reproduce a first's (fp32) on the same images: the share
+    of the first's detections scoring at least ``min_score`` (an image with none: its ``top`` best) for which the
+    second has a box of the same label with IoU >= ``iou`` and a score within ``score_gap``
+    (``tools/export.py --int8``). Each is a ``predict`` result: ``boxes`` xyxy, ``scores``, ``labels``."""
+    from .box_ops import box_iou
+
+    found = total = 0
+    for a, b in zip(first, second):
+        order = a["scores"].argsort(descending=True)
+        keep = order[a["scores"][order] >= min_score]
+        keep = keep if len(keep) else order[:top]
+        total += len(keep)
+        if not len(keep) or not len(b["scores"]):
+            continue
+        overlap = box_iou(a["boxes"][keep].float(), b["boxes"].float())[0]
+        same = (a["labels"][keep][:, None] == b["labels"][None]) & (overlap >= iou)
+        close = (a["scores"][keep][:, None] - b["scores"][None]).abs() <= score_gap
+        found += int((same & close).any(1).sum())
+    return found / max(1, total)

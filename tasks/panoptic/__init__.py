@@ -1,9 +1,12 @@
 """Panoptic segmentation: Panoptic SegFormer on any registered backbone, COCO panoptic data, PQ."""
 from tasks.common.check_data import Release
+from tasks.common.export import ExportBenchmark
+from tasks.common.quantize import Int8Spec
 from tasks.common.registry import TaskSpec, register_task
 
 from .check import (CHECKS, COCO_PANOPTIC_CONTENTS, COCO_PANOPTIC_COUNTS, COCO_PANOPTIC_NAME, COCO_PANOPTIC_STUFF,
                     COCO_PANOPTIC_THINGS, summarize_samples)
+from .evaluator import category_agreement
 from .losses import PanopticCriterion
 from .matcher import MaskHungarianMatcher, QueryFilter
 from .model import EXPORT_OUTPUTS, PanopticSegFormer
@@ -33,4 +36,11 @@ register_task(TaskSpec(
                       _official_coco, COCO_PANOPTIC_THINGS + COCO_PANOPTIC_STUFF),),
     summarize=summarize_samples,
     checks=CHECKS,  # the ground truth: images without annotations, categories, PNG ids vs segments_info
+    # as detection (boxes, reference points, sampling locations), and the mask and stuff heads
+    int8=Int8Spec(category_agreement, "pixel category agreement", 0.9,
+                  float_ops=("Softmax", "LayerNormalization", "GridSample"),
+                  float_modules=("*sampling_offsets", "*attention_weights", "*reference_points", "*bbox_embed*",
+                                 "*class_embed*", "*cls_stuff_branches*", "*.linear*")),
+    benchmark=ExportBenchmark({"backbone": "pvt_v2_b5", "num_things_classes": 80, "num_stuff_classes": 53},
+                              (512, 672)),  # COCO panoptic, short side 512
 ))

@@ -395,3 +395,18 @@ class PanopticPredictionWriter:
             _write_atomic(self.json_path, json.dumps(document).encode())
         barrier()
         return self.json_path
+
+
+def category_agreement(first: list, second: list) -> float:
+    """The share of pixels given the same category (VOID included) by two lists of panoptic ``predict`` results
+    on the same images (e.g. an fp32 and an INT8 model's, ``tools/export.py --int8``)."""
+    same = total = 0
+    for a, b in zip(first, second):
+        maps = []
+        for p in (a, b):
+            lookup = {s["id"]: s["category_id"] for s in p["segments"]}
+            ids, index = np.unique(np.asarray(p["panoptic"]), return_inverse=True)
+            maps.append(np.array([lookup.get(int(i), 0) for i in ids], np.int64)[index])
+        same += int((maps[0] == maps[1]).sum())
+        total += maps[0].size
+    return same / max(1, total)

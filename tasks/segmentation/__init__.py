@@ -1,9 +1,11 @@
 """Semantic segmentation: SegFormer on any registered backbone, ADE20K / folder datasets, mIoU."""
 from tasks.common.check_data import Release
+from tasks.common.export import ExportBenchmark
+from tasks.common.quantize import Int8Spec
 from tasks.common.registry import TaskSpec, register_task
 
 from .datasets import ADE20K, ADE20K_CLASSES, ADE20K_PALETTE, SegmentationFolder, summarize_samples
-from .evaluator import MeanIoU
+from .evaluator import MeanIoU, pixel_agreement
 from .inference import logits_to_labels, predict, slide_logits
 from .losses import segmentation_loss
 from .model import SegFormer
@@ -39,4 +41,6 @@ register_task(TaskSpec(
     summarize=summarize_samples,
     published=PUBLISHED,
     predict_options=("flip",),
+    int8=Int8Spec(pixel_agreement, "pixel agreement", 0.95),  # LayerNorm and softmax stay float (the default)
+    benchmark=ExportBenchmark({"backbone": "pvt_v2_b2", "num_classes": 150}, (512, 512)),  # ADE20K
 ))

@@ -132,3 +132,10 @@ class MeanIoU:
             "IoU": [float(v) for v in iou],
             "Acc": [float(v) for v in acc],
         }
+
+
+def pixel_agreement(first: list, second: list) -> float:
+    """The share of pixels two lists of label maps ``[H, W]`` (e.g. an fp32 and an INT8 model's predictions of
+    the same images) label alike, over all their pixels (``tools/export.py --int8``'s check)."""
+    same = sum(int((np.asarray(a) == np.asarray(b)).sum()) for a, b in zip(first, second))
+    return same / max(1, sum(np.asarray(a).size for a in first))
