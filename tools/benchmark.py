@@ -22,9 +22,14 @@ import time
 
 import torch
 
-from benchmarks import backbone, classification, detr, glpn, inference, msda, segformer, train
+from benchmarks import backbone, classification, detr, glpn, inference, msda, segformer, train, train_compile
 from benchmarks.common import TOLERANCE, environment
 from tasks.common.config import COMPILE_MODES
+
+def train_suite(args) -> bool:
+    """Training steps ours vs HF (``--compile``: eager and compiled, both sides); True if all agree."""
+    return (train_compile.suite if args.compile else train.suite)(args)
+
 
 SUITES = {
     "backbone": backbone.suite,
@@ -32,7 +37,7 @@ SUITES = {
     "glpn": glpn.suite,
     "detr": detr.suite,
     "msda": msda.suite,
-    "train": train.suite,
+    "train": train_suite,
     "classifier": classification.suite,
     "inference": inference.suite,
 }

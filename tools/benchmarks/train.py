@@ -253,12 +253,9 @@ def train_row(name: str, build: Callable, repeats: int, amp: str, rates: dict[st
 
 
 def suite(args) -> bool:
-    """Training steps ours vs HF with peak memory, batch-8 backbone inference, GEMM-rate shares; True if all agree.
-    ``--compile``: eager and compiled steps of both sides instead (``train_compile``)."""
-    from . import train_compile
-
+    """Training steps ours vs HF with peak memory, batch-8 backbone inference, GEMM-rate shares; True if all agree."""
     with torch.inference_mode(False):
-        return train_compile.suite(args) if args.compile else _suite(args)
+        return _suite(args)
 
 
 def _suite(args) -> bool:
