@@ -125,7 +125,7 @@ def test_full_disk_leaves_no_file_and_names_it(seg_toy, mounted, tmp_path, monke
         monkeypatch.setattr(torch.onnx.ONNXProgram, "save", no_space)
     out = folder / "model.onnx"
     assert cli.main([str(seg_toy[1]), str(out), "--height", "96", "--width", "128"]) == 1
-    one_line(capsys, f"cannot write {out}: No space left on device", "previous file, if any, is unchanged")
+    one_line(capsys, f"cannot write {out}: No space left on device", "(nothing was written)")
     assert not out.exists() and leftovers(folder) == []
 
 
