@@ -28,7 +28,8 @@ from tasks.common.config import COMPILE_MODES
 
 def train_suite(args) -> bool:
     """Training steps ours vs HF (``--compile``: eager and compiled, both sides); True if all agree."""
-    return (train_compile.suite if args.compile else train.suite)(args)
+    with torch.inference_mode(False):  # main() runs every suite under inference_mode; a training step needs autograd
+        return (train_compile.suite if args.compile else train.suite)(args)
 
 
 SUITES = {

@@ -253,12 +253,8 @@ def train_row(name: str, build: Callable, repeats: int, amp: str, rates: dict[st
 
 
 def suite(args) -> bool:
-    """Training steps ours vs HF with peak memory, batch-8 backbone inference, GEMM-rate shares; True if all agree."""
-    with torch.inference_mode(False):
-        return _suite(args)
-
-
-def _suite(args) -> bool:
+    """Training steps ours vs HF with peak memory, batch-8 backbone inference, GEMM-rate shares; True if all agree.
+    Needs autograd: called outside inference_mode (tools/benchmark.py train_suite)."""
     repeats, amp = repeats_of(args), args.amp
     rates = {"none": gemm_gflops_per_s(), "bf16": gemm_gflops_per_s(dtype=torch.bfloat16)}
     print(f"GEMM rate of this machine (torch.mm 2048×2048, median of 5, this run): fp32 {rates['none']:.0f} GFLOP/s, "

@@ -63,12 +63,8 @@ def compile_row(name: str, build, repeats: int, amp: str, mode: str) -> tuple[li
 
 
 def suite(args) -> bool:
-    """Training steps eager and compiled, ours vs HF; True if every compiled side agrees with its eager twin."""
-    with torch.inference_mode(False):
-        return _suite(args)
-
-
-def _suite(args) -> bool:
+    """Training steps eager and compiled, ours vs HF; True if every compiled side agrees with its eager twin.
+    Needs autograd: called outside inference_mode (tools/benchmark.py train_suite)."""
     repeats, amp = repeats_of(args), args.amp
     precision = "fp32" if amp == "none" else f"{amp} autocast on every side; CPU: {bf16_capability()}"
     print(f"torch.compile mode {args.compile_mode!r}, {precision}")
